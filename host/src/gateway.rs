@@ -1,0 +1,169 @@
+//! The running gateway: binds listeners once, serves the live snapshot, reloads on SIGHUP
+//! (validate completely, then swap atomically) and drains on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::config::{self, ConfigError, Loaded};
+use crate::proxy::Shared;
+use crate::server::{self, Lifecycle};
+use crate::snapshot::Snapshot;
+use crate::telemetry::AccessLog;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file, re-read on SIGHUP.
+    File(PathBuf),
+    /// The configuration compiled into the binary (`gateway.toml` as shipped).
+    Embedded,
+}
+
+/// Errors that stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("listener {name:?} cannot bind {addr}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The access log could not be opened.
+    #[error("access_log.path: cannot open {path}: {source}")]
+    AccessLog {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Loads and compiles a configuration from `source`.
+pub fn load(source: &Source) -> Result<(Loaded, Snapshot), ConfigError> {
+    let loaded = match source {
+        Source::File(p) => config::load_file(p)?,
+        Source::Embedded => config::load_str(
+            config::EMBEDDED_DEFAULT,
+            "<embedded gateway.toml>".into(),
+            PathBuf::from("."),
+        )?,
+    };
+    let snap = Snapshot::build(&loaded.config).map_err(|issues| loaded.error(issues))?;
+    Ok((loaded, snap))
+}
+
+/// Runs the gateway until SIGTERM/SIGINT and the drain complete.
+pub async fn run(source: Source, snap: Snapshot) -> Result<(), StartError> {
+    let mut listeners = Vec::new();
+    for l in &snap.listeners {
+        let tcp = server::bind(l.bind).map_err(|source| StartError::Bind {
+            name: l.name.clone(),
+            addr: l.bind,
+            source,
+        })?;
+        let local = tcp.local_addr().map_err(|source| StartError::Bind {
+            name: l.name.clone(),
+            addr: l.bind,
+            source,
+        })?;
+        tracing::info!(listener = %l.name, addr = %local, tls = l.tls.is_some(), "listening");
+        listeners.push(tcp);
+    }
+    let access_log = if snap.config.access_log.enabled {
+        let path = snap.config.access_log.path.clone();
+        AccessLog::start(&path).map_err(|source| StartError::AccessLog { path, source })?
+    } else {
+        AccessLog::disabled()
+    };
+    let limits = snap.config.limits.clone();
+    let drain_timeout = snap.config.gateway.drain_timeout.get();
+    snap.activate();
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snap),
+        access_log,
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let life = Lifecycle {
+        shutdown: shutdown_rx,
+        open: open_tx,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+    };
+    for (i, tcp) in listeners.into_iter().enumerate() {
+        tokio::spawn(server::accept_loop(i, tcp, shared.clone(), life.clone()));
+    }
+    tracing::info!("ready");
+
+    wait_for_stop(&source, &shared).await;
+    tracing::info!(timeout = ?drain_timeout, "draining");
+    let _ = shutdown_tx.send(true);
+    drop(life);
+    match tokio::time::timeout(drain_timeout, open_rx.recv()).await {
+        Ok(_) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_stop(source: &Source, shared: &Shared) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(source, shared),
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop(_source: &Source, _shared: &Shared) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Re-reads the configuration and swaps it in if it is valid and keeps the same listeners.
+pub fn reload(source: &Source, shared: &Shared) {
+    let (_, next) = match load(source) {
+        Ok(x) => x,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!(problem = %line, "reload rejected; the previous configuration keeps serving");
+            }
+            return;
+        }
+    };
+    let current = shared.snapshot.load();
+    let same = current.listeners.len() == next.listeners.len()
+        && current.listeners.iter().zip(&next.listeners).all(|(a, b)| {
+            a.name == b.name && a.bind == b.bind && a.tls.is_some() == b.tls.is_some()
+        });
+    if !same {
+        tracing::error!(
+            "reload rejected: listeners cannot change without a restart; the previous configuration keeps serving"
+        );
+        return;
+    }
+    next.activate();
+    shared.snapshot.store(Arc::new(next));
+    tracing::info!("configuration reloaded");
+}

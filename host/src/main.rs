@@ -1,0 +1,92 @@
+//! The `sluice` command: run the gateway or validate a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::gateway::{self, Source};
+
+/// Sluice, an API gateway whose policies are WebAssembly components.
+#[derive(Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Configuration file. Default: ./gateway.toml, or the embedded default when that
+        /// file does not exist.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit non-zero with located messages if it is invalid.
+    Validate {
+        /// Configuration file. Default: ./gateway.toml.
+        file: Option<PathBuf>,
+    },
+}
+
+const DEFAULT_FILE: &str = "gateway.toml";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { file } => {
+            let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+            match gateway::load(&Source::File(path.clone())) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run { config } => {
+            let source = match config {
+                Some(p) => Source::File(p),
+                None if PathBuf::from(DEFAULT_FILE).exists() => {
+                    Source::File(PathBuf::from(DEFAULT_FILE))
+                }
+                None => Source::Embedded,
+            };
+            let (loaded, snap) = match gateway::load(&source) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            sluice::telemetry::init_logging(&loaded.config.gateway.log_level);
+            let workers = match loaded.config.gateway.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("sluice-worker")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(gateway::run(source, snap)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1), X-Forwarded-* from the real peer,
+//! and per-route header edits.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+///
+/// `TE: trailers` is kept (gRPC needs it); other `TE` values are removed. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (WebSocket pass-through).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(header::TE);
+    }
+}
+
+/// Whether `ip` belongs to a trusted proxy network.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host and returns the client address to use for hashing
+/// and logging.
+///
+/// From a trusted peer, incoming values are kept and the peer is appended to
+/// X-Forwarded-For; the client is the right-most untrusted address in that list. From any
+/// other peer, incoming X-Forwarded-* and `Forwarded` are discarded and replaced.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    scheme: &'static str,
+    host: Option<&str>,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let peer_str = peer.to_string();
+    if is_trusted(peer, trusted) {
+        let prior: Vec<String> = headers
+            .get_all(&xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let client = prior
+            .iter()
+            .rev()
+            .filter_map(|s| s.parse::<IpAddr>().ok())
+            .find(|ip| !is_trusted(*ip, trusted))
+            .unwrap_or(peer);
+        let mut all = prior.join(", ");
+        if !all.is_empty() {
+            all.push_str(", ");
+        }
+        all.push_str(&peer_str);
+        if let Ok(v) = HeaderValue::from_str(&all) {
+            headers.insert(&xff, v);
+        }
+        if !headers.contains_key(&xfp) {
+            headers.insert(&xfp, HeaderValue::from_static(scheme));
+        }
+        if !headers.contains_key(&xfh)
+            && let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            headers.insert(&xfh, v);
+        }
+        client
+    } else {
+        headers.remove(header::FORWARDED);
+        headers.remove(&xfh);
+        if let Ok(v) = HeaderValue::from_str(&peer_str) {
+            headers.insert(&xff, v);
+        }
+        headers.insert(&xfp, HeaderValue::from_static(scheme));
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(&xfh, v);
+        }
+        peer
+    }
+}
+
+/// Compiled header edits: remove, then set, then add.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    /// Removed.
+    pub remove: Vec<HeaderName>,
+    /// Replaced.
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Appended.
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderEdits {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+
+    /// Applies the edits.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n, v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n, v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAA"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn keeps_te_trailers_for_grpc() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof_forwarded_for() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let client = set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "http", Some("a"), &[]);
+        assert_eq!(client, "10.0.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn trusted_peer_appends_and_yields_the_real_client() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = map(&[("x-forwarded-for", "203.0.113.7, 10.1.1.1")]);
+        let client = set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "http", None, &trusted);
+        assert_eq!(client, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "203.0.113.7, 10.1.1.1, 10.0.0.9"
+        );
+    }
+}

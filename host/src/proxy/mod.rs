@@ -1,0 +1,226 @@
+//! The request path: route, apply per-route edits, answer locally or forward upstream, and
+//! log. One function, [`handle`], is the whole service given to hyper for every listener.
+
+pub mod error;
+mod forward;
+pub mod headers;
+mod responders;
+pub mod tracked;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+pub use error::ProxyError;
+use tracked::{Guards, LogCtx, Tracked};
+
+use crate::body::BoxBody;
+use crate::routing::normalize_host;
+use crate::snapshot::{Action, RouteRuntime, Snapshot};
+use crate::telemetry::{AccessLog, Record, access_log::now_rfc3339};
+
+/// State shared by every connection: the live snapshot and the access log.
+pub struct Shared {
+    /// The configuration snapshot; replaced atomically on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The access log.
+    pub access_log: AccessLog,
+}
+
+/// Facts about the client connection a request arrived on.
+pub struct ConnInfo {
+    /// Index of the listener in the snapshot.
+    pub listener: usize,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// `"http"` or `"https"`.
+    pub scheme: &'static str,
+}
+
+/// What the handler learned that the access log reports.
+struct Outcome {
+    route: Option<String>,
+    upstream: Option<String>,
+    client: std::net::IpAddr,
+}
+
+/// Handles one request. Never fails: every error becomes a response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Tracked>, Infallible> {
+    let start = Instant::now();
+    let snap = shared.snapshot.load_full();
+    let log = (shared.access_log.enabled() && snap.config.access_log.enabled).then(|| {
+        let l = &snap.listeners[conn.listener];
+        Box::new(LogCtx {
+            log: shared.access_log.clone(),
+            record: Record {
+                time: now_rfc3339(),
+                listener: l.name.clone(),
+                route: None,
+                method: req.method().to_string(),
+                path: req.uri().path().to_string(),
+                version: version_str(req.version()),
+                status: 0,
+                bytes: 0,
+                duration_us: 0,
+                upstream: None,
+                client: conn.peer.ip().to_string(),
+            },
+            start,
+        })
+    });
+    let mut outcome = Outcome {
+        route: None,
+        upstream: None,
+        client: conn.peer.ip(),
+    };
+    let (resp, guards) = match route_and_serve(&snap, &conn, req, &mut outcome).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::debug!(error = %e, route = ?outcome.route, "request failed");
+            }
+            let mut r = e.to_response(outcome.route.as_deref());
+            if matches!(e, ProxyError::BadRequest(_)) {
+                close_after(&mut r);
+            }
+            (r, Guards::default())
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let log = log.map(|mut l| {
+        l.record.status = parts.status.as_u16();
+        l.record.route = outcome.route;
+        l.record.upstream = outcome.upstream;
+        l.record.client = outcome.client.to_string();
+        l
+    });
+    Ok(Response::from_parts(parts, Tracked::new(body, guards, log)))
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/3",
+    }
+}
+
+async fn route_and_serve(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    outcome: &mut Outcome,
+) -> Result<(Response<BoxBody>, Guards), ProxyError> {
+    check_framing(&req)?;
+    let host_raw = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+    let host = normalize_host(host_raw.as_deref().unwrap_or(""));
+    let listener = &snap.listeners[conn.listener];
+    let found = listener.router.find(
+        &host,
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+    );
+    let Some((route, params)) = found else {
+        return Err(ProxyError::NoRoute {
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+        });
+    };
+    let route: Arc<RouteRuntime> = route.clone();
+    outcome.route = Some(route.name.clone());
+    if let Some(len) = content_length(&req)
+        && len > route.max_body_bytes
+    {
+        return Err(ProxyError::BodyTooLarge {
+            limit: route.max_body_bytes,
+        });
+    }
+    let (mut resp, guards) = match &route.action {
+        Action::Echo => (
+            responders::echo(req, conn, &route, outcome.client).await?,
+            Guards::default(),
+        ),
+        Action::Static {
+            status,
+            headers,
+            body,
+        } => (
+            responders::fixed(*status, headers, body.clone()),
+            Guards::default(),
+        ),
+        Action::Proxy(group) => {
+            let ctx = forward::Ctx {
+                snap,
+                conn,
+                route: &route,
+                group: group.clone(),
+                params,
+                host: host_raw,
+            };
+            forward::forward(ctx, req, outcome).await?
+        }
+    };
+    route.response_headers.apply(resp.headers_mut());
+    Ok((resp, guards))
+}
+
+/// Rejects framing that hyper tolerates but a proxy must not forward.
+fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if req.version() == Version::HTTP_10 && req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Err(ProxyError::BadRequest(
+            "Transfer-Encoding is not allowed in HTTP/1.0 requests",
+        ));
+    }
+    Ok(())
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads a whole request body up to `limit` bytes.
+async fn read_body(body: Incoming, limit: u64) -> Result<bytes::Bytes, ProxyError> {
+    match http_body_util::Limited::new(body, limit as usize)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
+    }
+}
+
+/// Marks a response so that hyper closes the HTTP/1 connection after it.
+pub fn close_after(resp: &mut Response<BoxBody>) {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}

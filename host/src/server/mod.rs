@@ -1,0 +1,226 @@
+//! Listeners: accept loops with a connection cap, TLS with ALPN, the HTTP/1.1 and HTTP/2
+//! protocol settings and limits, idle timeouts and graceful draining.
+//!
+//! Protocol choice per connection: over TLS, ALPN `h2` gets HTTP/2 and everything else
+//! HTTP/1.1; over cleartext, HTTP/1.1 only, unless the listener enables prior-knowledge h2c.
+//! `Upgrade: h2c` is never honoured (the header is stripped like any hop-by-hop header).
+
+mod idle;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+pub use idle::{Activity, IdleIo};
+
+use crate::config::Limits;
+use crate::proxy::{self, ConnInfo, Shared};
+
+/// Handles that let the gateway stop accepting and wait for connections to finish.
+#[derive(Clone)]
+pub struct Lifecycle {
+    /// Becomes `true` when the gateway starts draining.
+    pub shutdown: watch::Receiver<bool>,
+    /// Held by every open connection; the drain completes when all clones are dropped.
+    pub open: mpsc::Sender<()>,
+    /// Caps open connections.
+    pub slots: Arc<Semaphore>,
+}
+
+/// Binds a listening socket (SO_REUSEADDR, backlog 1024).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts connections on listener `index` until shutdown.
+pub async fn accept_loop(
+    index: usize,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    life: Lifecycle,
+) {
+    let mut shutdown = life.shutdown.clone();
+    loop {
+        let permit = tokio::select! {
+            p = life.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let life = life.clone();
+        tokio::spawn(async move {
+            serve_connection(index, tcp, peer, shared, life).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    index: usize,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    life: Lifecycle,
+) {
+    let _open = life.open.clone();
+    let snap = shared.snapshot.load_full();
+    let listener = &snap.listeners[index];
+    let limits = snap.config.limits.clone();
+    let activity = Activity::new();
+    let scheme = if listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let info = Arc::new(ConnInfo {
+        listener: index,
+        peer,
+        scheme,
+    });
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), info.clone(), req));
+    let shutdown = life.shutdown.clone();
+
+    if let Some(cfg) = listener.tls.clone() {
+        drop(snap);
+        let handshake = TlsAcceptor::from(cfg).accept(tcp);
+        let tls = match tokio::time::timeout(limits.header_read_timeout.get(), handshake).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+        let io = TokioIo::new(IdleIo::new(tls, activity.clone()));
+        if h2 {
+            let conn = h2_builder(&limits).serve_connection(io, svc);
+            drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+        } else {
+            let conn = h1_builder(&limits)
+                .serve_connection(io, svc)
+                .with_upgrades();
+            drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+        }
+    } else if listener.h2c {
+        drop(snap);
+        let io = TokioIo::new(IdleIo::new(tcp, activity.clone()));
+        let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        configure_auto(&mut b, &limits);
+        let conn = b.serve_connection_with_upgrades(io, svc);
+        drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+    } else {
+        drop(snap);
+        let io = TokioIo::new(IdleIo::new(tcp, activity.clone()));
+        let conn = h1_builder(&limits)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+    }
+}
+
+/// Polls a connection to completion, starting a graceful shutdown when the gateway drains
+/// and dropping it when it has been idle for `limits.idle_timeout`.
+async fn drive<C, E>(
+    conn: C,
+    graceful: fn(Pin<&mut C>),
+    mut shutdown: watch::Receiver<bool>,
+    activity: Activity,
+    limits: &Limits,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let idle = activity.idle_for(limits.idle_timeout.get());
+    let mut idle = std::pin::pin!(idle);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        graceful(conn.as_mut());
+    }
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.wait_for(|s| *s), if !draining => {
+                draining = true;
+                graceful(conn.as_mut());
+            }
+            _ = idle.as_mut() => {
+                tracing::debug!("closing idle connection");
+                return;
+            }
+        }
+    }
+}
+
+fn h1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.get())
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    b
+}
+
+fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256))
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    b
+}
+
+fn configure_auto(b: &mut hyper_util::server::conn::auto::Builder<TokioExecutor>, limits: &Limits) {
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.get())
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256))
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+}

@@ -1,0 +1,530 @@
+//! The serving snapshot: a configuration compiled into routers, upstream groups and TLS
+//! configurations. It is built completely (every check done) before it is swapped in, so a
+//! bad configuration is rejected whole and never half-applied.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use ipnet::IpNet;
+
+use crate::config::{self, Config, Issue, KeyPath, Responder};
+use crate::proxy::headers::HeaderEdits;
+use crate::routing::{Conditions, PathMatch, RouteMatch, Router, ValueCond, anchored};
+use crate::upstream::UpstreamGroup;
+
+/// What a route does with a matched request.
+pub enum Action {
+    /// Proxy to an upstream group.
+    Proxy(Arc<UpstreamGroup>),
+    /// Answer with the request as JSON.
+    Echo,
+    /// Answer with a fixed response.
+    Static {
+        /// Status.
+        status: StatusCode,
+        /// Headers.
+        headers: HeaderMap,
+        /// Body.
+        body: Bytes,
+    },
+}
+
+/// A compiled route.
+pub struct RouteRuntime {
+    /// Route name.
+    pub name: String,
+    /// Target.
+    pub action: Action,
+    /// Prefix removed from the forwarded path.
+    pub strip_prefix: Option<String>,
+    /// Replacement path (with `{param}` placeholders).
+    pub rewrite_path: Option<String>,
+    /// Request header edits.
+    pub request_headers: HeaderEdits,
+    /// Response header edits.
+    pub response_headers: HeaderEdits,
+    /// Request body limit.
+    pub max_body_bytes: u64,
+    /// Time until the response head (overrides the upstream's).
+    pub timeout: Option<Duration>,
+    /// Whether WebSocket upgrades pass through.
+    pub websocket: bool,
+}
+
+/// A compiled listener (its socket is bound once, outside the snapshot).
+pub struct ListenerRuntime {
+    /// Name.
+    pub name: String,
+    /// Configured address.
+    pub bind: std::net::SocketAddr,
+    /// Prior-knowledge h2c allowed.
+    pub h2c: bool,
+    /// TLS configuration, if any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Route table.
+    pub router: Router<Arc<RouteRuntime>>,
+}
+
+/// Everything one request needs, immutable once built.
+pub struct Snapshot {
+    /// Listeners in configuration order.
+    pub listeners: Vec<ListenerRuntime>,
+    /// Upstream groups by name.
+    pub upstreams: BTreeMap<String, Arc<UpstreamGroup>>,
+    /// Trusted proxy networks.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The source configuration.
+    pub config: Config,
+}
+
+impl Snapshot {
+    /// Compiles a configuration, reporting every problem found.
+    pub fn build(config: &Config) -> Result<Self, Vec<Issue>> {
+        let mut issues = Vec::new();
+        let root = KeyPath::default();
+
+        let mut trusted = Vec::new();
+        for (i, c) in config.gateway.trusted_proxies.iter().enumerate() {
+            match parse_cidr(c) {
+                Some(n) => trusted.push(n),
+                None => issues.push(Issue::new(
+                    root.key("gateway").key("trusted_proxies").index(i),
+                    format!("{c:?} is not a CIDR (e.g. 10.0.0.0/8) or IP address"),
+                )),
+            }
+        }
+        let limits = &config.limits;
+        if limits.max_header_bytes < 8192 {
+            issues.push(Issue::new(
+                root.key("limits").key("max_header_bytes"),
+                "must be at least 8192",
+            ));
+        }
+        if limits.max_connections == 0 {
+            issues.push(Issue::new(
+                root.key("limits").key("max_connections"),
+                "must be at least 1",
+            ));
+        }
+
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in &config.upstreams {
+            match UpstreamGroup::build(name, u) {
+                Ok(g) => {
+                    upstreams.insert(name.clone(), Arc::new(g));
+                }
+                Err(es) => {
+                    let at = root.key("upstreams").key(name.as_str());
+                    issues.extend(
+                        es.into_iter()
+                            .map(|(f, m)| Issue::new(field_path(&at, &f), m)),
+                    );
+                }
+            }
+        }
+
+        if config.listeners.is_empty() {
+            issues.push(Issue::new(
+                root.key("listeners"),
+                "at least one listener is required",
+            ));
+        }
+        let mut listeners: Vec<ListenerRuntime> = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let at = root.key("listeners").index(i);
+            if listeners.iter().any(|x| x.name == l.name) {
+                issues.push(Issue::new(
+                    at.key("name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            if listeners.iter().any(|x| x.bind == l.bind) {
+                issues.push(Issue::new(
+                    at.key("bind"),
+                    format!("address {} is bound twice", l.bind),
+                ));
+            }
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => match crate::tls::server_config(t) {
+                    Ok(c) => Some(c),
+                    Err(es) => {
+                        let at = at.key("tls");
+                        issues.extend(
+                            es.into_iter()
+                                .map(|(f, m)| Issue::new(field_path(&at, &f), m)),
+                        );
+                        None
+                    }
+                },
+            };
+            listeners.push(ListenerRuntime {
+                name: l.name.clone(),
+                bind: l.bind,
+                h2c: l.h2c,
+                tls,
+                router: Router::default(),
+            });
+        }
+
+        let mut names: Vec<&str> = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let at = root.key("routes").index(i);
+            if names.contains(&r.name.as_str()) {
+                issues.push(Issue::new(
+                    at.key("name"),
+                    format!("duplicate route name {:?}", r.name),
+                ));
+            }
+            names.push(&r.name);
+            let before = issues.len();
+            let m = compile_match(r, &at, &mut issues);
+            let rt = compile_route(r, &at, &upstreams, limits.max_body_bytes, &mut issues);
+            for (j, l) in r.listeners.iter().enumerate() {
+                if !config.listeners.iter().any(|x| &x.name == l) {
+                    issues.push(Issue::new(
+                        at.key("listeners").index(j),
+                        format!("unknown listener {l:?}"),
+                    ));
+                }
+            }
+            if issues.len() > before {
+                continue;
+            }
+            let (Some(m), Some(rt)) = (m, rt) else {
+                continue;
+            };
+            let rt = Arc::new(rt);
+            for l in &mut listeners {
+                if r.listeners.is_empty() || r.listeners.contains(&l.name) {
+                    l.router.add(i, &m, rt.clone());
+                }
+            }
+        }
+        for l in &mut listeners {
+            l.router.finish();
+        }
+        if issues.is_empty() {
+            Ok(Self {
+                listeners,
+                upstreams,
+                trusted_proxies: trusted,
+                config: config.clone(),
+            })
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// Starts background work (health checks) of a snapshot about to go live.
+    pub fn activate(&self) {
+        for g in self.upstreams.values() {
+            g.start_health_checks();
+        }
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Extends `at` by a dotted field path such as `targets[0].address`.
+fn field_path(at: &KeyPath, field: &str) -> KeyPath {
+    let mut p = at.clone();
+    for part in field.split('.') {
+        let (key, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !key.is_empty() {
+            p = p.key(key);
+        }
+        for idx in rest.split('[') {
+            if let Ok(n) = idx.trim_end_matches(']').parse() {
+                p = p.index(n);
+            }
+        }
+    }
+    p
+}
+
+fn value_cond(v: &config::ValueMatch, at: &KeyPath, issues: &mut Vec<Issue>) -> ValueCond {
+    match (&v.value, &v.regex) {
+        (Some(_), Some(_)) => {
+            issues.push(Issue::new(
+                at.clone(),
+                "set either value or regex, not both",
+            ));
+            ValueCond::Present
+        }
+        (Some(x), None) => ValueCond::Exact(x.clone()),
+        (None, Some(r)) => match anchored(r) {
+            Ok(re) => ValueCond::Regex(re),
+            Err(e) => {
+                issues.push(Issue::new(at.key("regex"), e));
+                ValueCond::Present
+            }
+        },
+        (None, None) => ValueCond::Present,
+    }
+}
+
+fn compile_match(r: &config::Route, at: &KeyPath, issues: &mut Vec<Issue>) -> Option<RouteMatch> {
+    let given = [
+        r.path.is_some(),
+        r.path_prefix.is_some(),
+        r.path_regex.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        issues.push(Issue::new(
+            at.clone(),
+            "set only one of path, path_prefix, path_regex",
+        ));
+        return None;
+    }
+    let path = if let Some(p) = &r.path {
+        PathMatch::from_path(p)
+            .map_err(|e| issues.push(Issue::new(at.key("path"), e)))
+            .ok()?
+    } else if let Some(p) = &r.path_prefix {
+        if !p.starts_with('/') {
+            issues.push(Issue::new(at.key("path_prefix"), "must start with '/'"));
+        }
+        PathMatch::Prefix(p.clone())
+    } else if let Some(re) = &r.path_regex {
+        PathMatch::Regex(
+            anchored(re)
+                .map_err(|e| issues.push(Issue::new(at.key("path_regex"), e)))
+                .ok()?,
+        )
+    } else {
+        PathMatch::Prefix(String::new())
+    };
+    let mut hosts = Vec::new();
+    for (i, h) in r.hosts.iter().enumerate() {
+        let h = h.to_ascii_lowercase();
+        let bare = h.strip_prefix("*.").unwrap_or(&h);
+        if bare.is_empty() || bare.contains(['*', '/', ':', ' ']) {
+            issues.push(Issue::new(
+                at.key("hosts").index(i),
+                format!("invalid host pattern {h:?}"),
+            ));
+        }
+        hosts.push(h);
+    }
+    let mut conditions = Conditions::default();
+    for (i, m) in r.methods.iter().enumerate() {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => conditions.methods.push(m),
+            Err(_) => issues.push(Issue::new(
+                at.key("methods").index(i),
+                format!("invalid method {m:?}"),
+            )),
+        }
+    }
+    for (i, h) in r.headers.iter().enumerate() {
+        let hat = at.key("headers").index(i);
+        match HeaderName::from_bytes(h.name.as_bytes()) {
+            Ok(n) => conditions.headers.push((n, value_cond(h, &hat, issues))),
+            Err(_) => issues.push(Issue::new(
+                hat.key("name"),
+                format!("invalid header name {:?}", h.name),
+            )),
+        }
+    }
+    for (i, q) in r.query.iter().enumerate() {
+        let qat = at.key("query").index(i);
+        conditions
+            .query
+            .push((q.name.clone(), value_cond(q, &qat, issues)));
+    }
+    Some(RouteMatch {
+        hosts,
+        path,
+        conditions,
+    })
+}
+
+fn compile_edits(e: &config::HeaderEdits, at: &KeyPath, issues: &mut Vec<Issue>) -> HeaderEdits {
+    let mut out = HeaderEdits::default();
+    let pair = |k: &str, v: &str, at: KeyPath, issues: &mut Vec<Issue>| match (
+        HeaderName::from_bytes(k.as_bytes()),
+        HeaderValue::from_str(v),
+    ) {
+        (Ok(n), Ok(v)) => Some((n, v)),
+        _ => {
+            issues.push(Issue::new(at, format!("invalid header {k:?}: {v:?}")));
+            None
+        }
+    };
+    for (k, v) in &e.set {
+        out.set
+            .extend(pair(k, v, at.key("set").key(k.as_str()), issues));
+    }
+    for (k, v) in &e.add {
+        out.add
+            .extend(pair(k, v, at.key("add").key(k.as_str()), issues));
+    }
+    for (i, k) in e.remove.iter().enumerate() {
+        match HeaderName::from_bytes(k.as_bytes()) {
+            Ok(n) => out.remove.push(n),
+            Err(_) => issues.push(Issue::new(
+                at.key("remove").index(i),
+                format!("invalid header name {k:?}"),
+            )),
+        }
+    }
+    out
+}
+
+fn compile_route(
+    r: &config::Route,
+    at: &KeyPath,
+    upstreams: &BTreeMap<String, Arc<UpstreamGroup>>,
+    default_body: u64,
+    issues: &mut Vec<Issue>,
+) -> Option<RouteRuntime> {
+    let action = match (&r.upstream, &r.respond) {
+        (Some(_), Some(_)) => {
+            issues.push(Issue::new(
+                at.clone(),
+                "set either upstream or respond, not both",
+            ));
+            return None;
+        }
+        (None, None) => {
+            issues.push(Issue::new(
+                at.clone(),
+                "a route needs an upstream or a respond target",
+            ));
+            return None;
+        }
+        (Some(u), None) => match upstreams.get(u) {
+            Some(g) => Action::Proxy(g.clone()),
+            None => {
+                issues.push(Issue::new(
+                    at.key("upstream"),
+                    format!("unknown upstream {u:?}"),
+                ));
+                return None;
+            }
+        },
+        (None, Some(Responder::Echo)) => Action::Echo,
+        (
+            None,
+            Some(Responder::Static {
+                status,
+                headers,
+                body,
+            }),
+        ) => {
+            let sat = at.key("respond").key("static");
+            let status = match StatusCode::from_u16(*status) {
+                Ok(s) => s,
+                Err(_) => {
+                    issues.push(Issue::new(
+                        sat.key("status"),
+                        format!("invalid status {status}"),
+                    ));
+                    return None;
+                }
+            };
+            let edits = config::HeaderEdits {
+                set: headers.clone(),
+                ..Default::default()
+            };
+            let mut map = HeaderMap::new();
+            compile_edits(&edits, &sat.key("headers"), issues).apply(&mut map);
+            Action::Static {
+                status,
+                headers: map,
+                body: Bytes::from(body.clone()),
+            }
+        }
+    };
+    if let Some(p) = &r.strip_prefix
+        && !p.starts_with('/')
+    {
+        issues.push(Issue::new(at.key("strip_prefix"), "must start with '/'"));
+    }
+    if let Some(p) = &r.rewrite_path
+        && !p.starts_with('/')
+    {
+        issues.push(Issue::new(at.key("rewrite_path"), "must start with '/'"));
+    }
+    if r.strip_prefix.is_some() && r.rewrite_path.is_some() {
+        issues.push(Issue::new(
+            at.clone(),
+            "set either strip_prefix or rewrite_path, not both",
+        ));
+    }
+    Some(RouteRuntime {
+        name: r.name.clone(),
+        action,
+        strip_prefix: r.strip_prefix.clone(),
+        rewrite_path: r.rewrite_path.clone(),
+        request_headers: compile_edits(&r.request_headers, &at.key("request_headers"), issues),
+        response_headers: compile_edits(&r.response_headers, &at.key("response_headers"), issues),
+        max_body_bytes: r.max_body_bytes.unwrap_or(default_body),
+        timeout: r.timeout.map(|d| d.get()),
+        websocket: r.websocket,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues(src: &str) -> Vec<String> {
+        let c: Config = toml::from_str(src).unwrap();
+        match Snapshot::build(&c) {
+            Ok(_) => vec![],
+            Err(is) => is
+                .into_iter()
+                .map(|i| format!("{}: {}", i.path, i.message))
+                .collect(),
+        }
+    }
+
+    const L: &str = "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n";
+
+    #[test]
+    fn reports_unknown_upstream_and_bad_cidr() {
+        let src = format!(
+            "[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{L}[[routes]]\nname = \"r\"\nupstream = \"nope\"\n"
+        );
+        assert_eq!(
+            issues(&src),
+            vec![
+                "gateway.trusted_proxies[0]: \"10.0.0.0/33\" is not a CIDR (e.g. 10.0.0.0/8) or IP address",
+                "routes[0].upstream: unknown upstream \"nope\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_a_missing_certificate_file() {
+        let src = format!(
+            "{L}[listeners.tls]\ncertificates = [{{ cert = \"/nonexistent/c.pem\", key = \"/nonexistent/k.pem\" }}]\n"
+        );
+        let is = issues(&src);
+        assert!(
+            is[0].starts_with(
+                "listeners[0].tls.certificates[0].cert: cannot read /nonexistent/c.pem"
+            ),
+            "{is:?}"
+        );
+    }
+
+    #[test]
+    fn field_paths_split_indices() {
+        let p = field_path(
+            &KeyPath::default().key("upstreams").key("u"),
+            "targets[1].address",
+        );
+        assert_eq!(p.to_string(), "upstreams.u.targets[1].address");
+    }
+}

@@ -1,0 +1,121 @@
+//! The access log: one JSON line per request, written by a dedicated thread so that request
+//! tasks never block on I/O. When the writer falls behind by more than the queue, lines are
+//! dropped and counted rather than slowing requests down.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Lines buffered before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// One access-log record.
+#[derive(Debug, Serialize)]
+pub struct Record {
+    /// RFC 3339 time the request arrived.
+    pub time: String,
+    /// Listener name.
+    pub listener: String,
+    /// Matched route, if any.
+    pub route: Option<String>,
+    /// Method.
+    pub method: String,
+    /// Path (without query).
+    pub path: String,
+    /// Protocol version.
+    pub version: &'static str,
+    /// Status sent.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes: u64,
+    /// Microseconds from request head to end of response body.
+    pub duration_us: u64,
+    /// Upstream target that answered, if proxied.
+    pub upstream: Option<String>,
+    /// Client address (after trusted-proxy resolution).
+    pub client: String,
+}
+
+/// A cheap handle to the writer thread.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<String>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// A log that writes nothing.
+    pub fn disabled() -> Self {
+        Self {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts the writer for `"stdout"` or a file path (appended).
+    pub fn start(path: &str) -> std::io::Result<Self> {
+        let mut out: Box<dyn Write + Send> = if path == "stdout" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        };
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        std::thread::Builder::new()
+            .name("sluice-access-log".into())
+            .spawn(move || {
+                let mut buf = Vec::with_capacity(64 * 1024);
+                while let Ok(line) = rx.recv() {
+                    buf.extend_from_slice(line.as_bytes());
+                    buf.push(b'\n');
+                    while let Ok(more) = rx.try_recv() {
+                        buf.extend_from_slice(more.as_bytes());
+                        buf.push(b'\n');
+                        if buf.len() > 60 * 1024 {
+                            break;
+                        }
+                    }
+                    let _ = out.write_all(&buf).and_then(|_| out.flush());
+                    buf.clear();
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Whether records are written.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues a record.
+    pub fn write(&self, record: &Record) {
+        let Some(tx) = &self.tx else { return };
+        let Ok(line) = serde_json::to_string(record) else {
+            return;
+        };
+        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The current time in RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

@@ -1,0 +1,251 @@
+//! Upstream groups: targets, load balancing, pooled connections, health (active and
+//! passive), the circuit breaker and the retry budget.
+//!
+//! A group is built once per configuration snapshot and is immutable apart from its atomic
+//! health and load counters. Active health checks run in a task that ends when the group is
+//! dropped.
+
+mod balancer;
+mod breaker;
+mod connector;
+mod health;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub use balancer::{Balancer, fnv1a};
+pub use breaker::{Breaker, Refused, RetryBudget};
+pub use connector::{ConnectError, Connector};
+
+use crate::body::BoxBody;
+use crate::config::{self, HashOn, UpstreamProtocol};
+
+/// Live state of one target.
+pub struct TargetState {
+    /// `host:port` as configured.
+    pub address: String,
+    /// The address as a URI authority.
+    pub authority: Authority,
+    /// Relative weight.
+    pub weight: u32,
+    /// Requests in flight (for least-request balancing).
+    pub in_flight: AtomicUsize,
+    /// Verdict of active health checking (true until a check says otherwise).
+    pub healthy: AtomicBool,
+    /// Consecutive failed requests (passive health).
+    pub failures: AtomicU32,
+    /// Milliseconds since the group's start until which the target is ejected.
+    pub ejected_until: AtomicU64,
+}
+
+impl TargetState {
+    /// A healthy target with no load.
+    pub fn new(address: String, weight: u32) -> Self {
+        let authority = address
+            .parse()
+            .unwrap_or_else(|_| Authority::from_static("invalid.invalid"));
+        Self {
+            address,
+            authority,
+            weight,
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A named group of targets and everything needed to send requests to them.
+pub struct UpstreamGroup {
+    /// The group's name.
+    pub name: String,
+    /// Its targets.
+    pub targets: Vec<TargetState>,
+    balancer: Balancer,
+    /// What `hash` balancing hashes.
+    pub hash_on: Option<HashOn>,
+    /// The pooled client.
+    pub client: Client<Connector, BoxBody>,
+    /// Whether requests go out as HTTP/2.
+    pub http2: bool,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// Default time until the response head.
+    pub request_timeout: Duration,
+    /// Concurrency limits.
+    pub breaker: Breaker,
+    /// Retry settings.
+    pub retry_attempts: u32,
+    /// Retry budget.
+    pub retry_budget: RetryBudget,
+    passive: config::PassiveHealth,
+    health: Option<config::HealthCheck>,
+    epoch: Instant,
+}
+
+impl UpstreamGroup {
+    /// Builds a group from its configuration; errors are `(field, message)` pairs.
+    pub fn build(name: &str, cfg: &config::Upstream) -> Result<Self, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        if cfg.targets.is_empty() {
+            errors.push(("targets".into(), "at least one target is required".into()));
+        }
+        for (i, t) in cfg.targets.iter().enumerate() {
+            match t.address.parse::<Authority>() {
+                Ok(a) if a.port_u16().is_some() => {}
+                _ => errors.push((
+                    format!("targets[{i}].address"),
+                    format!("{:?} is not host:port", t.address),
+                )),
+            }
+            if !(1..=1000).contains(&t.weight) {
+                errors.push((
+                    format!("targets[{i}].weight"),
+                    "weight must be 1..=1000".into(),
+                ));
+            }
+        }
+        if cfg.balance == config::Balance::Hash && cfg.hash_on.is_none() {
+            errors.push(("hash_on".into(), "balance = \"hash\" needs hash_on".into()));
+        }
+        if cfg.circuit_breaker.max_concurrent == 0 {
+            errors.push((
+                "circuit_breaker.max_concurrent".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&cfg.retry.budget_ratio) {
+            errors.push((
+                "retry.budget_ratio".into(),
+                "must be within 0.0..=1.0".into(),
+            ));
+        }
+        if let Some(hc) = &cfg.health_check {
+            if !hc.path.starts_with('/') {
+                errors.push(("health_check.path".into(), "must start with '/'".into()));
+            }
+            if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+                errors.push((
+                    "health_check".into(),
+                    "thresholds must be at least 1".into(),
+                ));
+            }
+        }
+        let h2 = cfg.protocol == UpstreamProtocol::H2;
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => match crate::tls::client_config(t, h2) {
+                Ok(c) => Some((c, t.sni.clone())),
+                Err(es) => {
+                    errors.extend(es.into_iter().map(|(f, m)| (format!("tls.{f}"), m)));
+                    None
+                }
+            },
+        };
+        let connector = match Connector::new(cfg.connect_timeout.get(), tls) {
+            Ok(c) => c,
+            Err(m) => {
+                errors.push(("tls.sni".into(), m));
+                return Err(errors);
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let targets: Vec<TargetState> = cfg
+            .targets
+            .iter()
+            .map(|t| TargetState::new(t.address.clone(), t.weight))
+            .collect();
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(cfg.idle_timeout.get())
+            .pool_max_idle_per_host(cfg.max_idle_per_target)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(h2);
+        let client = builder.build(connector);
+        Ok(Self {
+            name: name.to_string(),
+            balancer: Balancer::new(cfg.balance, &targets),
+            targets,
+            hash_on: cfg.hash_on.clone(),
+            client,
+            http2: h2,
+            scheme: if cfg.tls.is_some() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            request_timeout: cfg.request_timeout.get(),
+            breaker: Breaker::new(
+                cfg.circuit_breaker.max_concurrent,
+                cfg.circuit_breaker.max_pending,
+            ),
+            retry_attempts: cfg.retry.attempts,
+            retry_budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.min_per_second),
+            passive: cfg.passive.clone(),
+            health: cfg.health_check.clone(),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether target `i` may receive traffic now.
+    pub fn eligible(&self, i: usize) -> bool {
+        let t = &self.targets[i];
+        t.healthy.load(Ordering::Relaxed)
+            && self.now_ms() >= t.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Picks a target, avoiding `exclude` (a target already tried) when another is eligible.
+    pub fn pick(&self, key: Option<&[u8]>, exclude: Option<usize>) -> Option<usize> {
+        let now = self.now_ms();
+        let ok = |i: usize| {
+            let t = &self.targets[i];
+            Some(i) != exclude
+                && t.healthy.load(Ordering::Relaxed)
+                && now >= t.ejected_until.load(Ordering::Relaxed)
+        };
+        self.balancer
+            .pick(&self.targets, key, ok)
+            .or_else(|| exclude.filter(|i| self.eligible(*i)))
+    }
+
+    /// Records the outcome of a request to target `i` for passive health.
+    pub fn report(&self, i: usize, success: bool) {
+        let t = &self.targets[i];
+        if success {
+            t.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let limit = self.passive.consecutive_failures;
+        if limit == 0 {
+            return;
+        }
+        let n = t.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= limit {
+            t.failures.store(0, Ordering::Relaxed);
+            let until = self.now_ms() + self.passive.ejection_time.get().as_millis() as u64;
+            t.ejected_until.store(until, Ordering::Relaxed);
+            tracing::warn!(upstream = %self.name, target = %t.address, failures = n,
+                "target ejected after consecutive failures");
+        }
+    }
+
+    /// Starts active health checking, if configured. The task stops when the group is dropped.
+    pub fn start_health_checks(self: &Arc<Self>) {
+        if let Some(hc) = self.health.clone() {
+            health::spawn(Arc::downgrade(self), hc);
+        }
+    }
+}
