@@ -1,1 +1,12 @@
-fn main() {}
+//! End-to-end tests: the real `sluice` binary, real sockets, real upstream servers.
+//! One test binary with one module per area (wasmtime's `tests/all` layout).
+
+mod lifecycle;
+mod routing;
+
+/// A listener named `main` on a random loopback port, plus `extra` TOML.
+pub fn config(extra: &str) -> String {
+    format!(
+        "[gateway]\ndrain_timeout = \"5s\"\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n{extra}"
+    )
+}

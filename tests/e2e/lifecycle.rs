@@ -1,0 +1,146 @@
+//! Process lifecycle: validation messages, SIGHUP reload, SIGTERM drain, access log.
+
+use std::time::Duration;
+
+use sluice_tests::gateway::validate;
+use sluice_tests::{Gateway, Upstream, get};
+
+use crate::config;
+
+#[test]
+fn validate_names_file_line_and_key_of_each_problem() {
+    let (code, out) = validate(
+        "[gateway]\ntrusted_proxies = [\"10.0.0.0/99\"]\n\n[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"r\"\nupstream = \"missing\"\n",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FILE:2: gateway.trusted_proxies[0]: \"10.0.0.0/99\" is not a CIDR"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FILE:10: routes[0].upstream: unknown upstream \"missing\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_rejects_unknown_keys_and_missing_certificates() {
+    let (code, out) =
+        validate("[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nhttp3 = true\n");
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("FILE:4: listeners[0].http3: unknown field `http3`"),
+        "{out}"
+    );
+    let (code, out) = validate(
+        "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{ cert = \"/nope/c.pem\", key = \"/nope/k.pem\" }]\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("listeners[0].tls.certificates[0].cert: cannot read /nope/c.pem"),
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_accepts_the_shipped_configuration() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml")).unwrap();
+    let (code, out) = validate(&shipped);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
+    let route = |body: &str| {
+        format!(
+            "[[routes]]\nname = \"r\"\npath = \"/\"\nrespond = {{ static = {{ body = \"{body}\" }} }}\n"
+        )
+    };
+    let gw = Gateway::start(&config(&route("one")));
+    assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "one");
+
+    std::fs::write(gw.config_path(), config(&route("two"))).unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_stderr(
+        |l| l.contains("configuration reloaded"),
+        Duration::from_secs(10)
+    ));
+    assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
+
+    std::fs::write(
+        gw.config_path(),
+        config("[[routes]]\nname = \"r\"\nupstream = \"nope\"\n"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_stderr(
+        |l| l.contains("reload rejected") && l.contains("unknown upstream"),
+        Duration::from_secs(10)
+    ));
+    assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_the_request_in_flight_then_exits_zero() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel::<()>();
+    let arrived_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(arrived_tx)));
+    let up = Upstream::with(move |_req| {
+        let rx = rx.clone();
+        let arrived = arrived_tx.clone();
+        async move {
+            if let Some(a) = arrived.lock().unwrap().take() {
+                let _ = a.send(());
+            }
+            if let Some(rx) = rx.lock().await.take() {
+                let _ = rx.await;
+            }
+            http::Response::new(sluice_tests::upstream::full("finished"))
+        }
+    })
+    .await;
+    let mut gw = Gateway::start(&config(&format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+        up.addr
+    )));
+    let url = gw.url("main", "/slow");
+    let inflight = tokio::spawn(async move { get(&url, &[]).await });
+    arrived_rx.await.unwrap();
+    gw.signal("TERM");
+    assert!(gw.wait_stderr(|l| l.contains("draining"), Duration::from_secs(10)));
+    // New connections are refused once draining has begun.
+    let refused = tokio::net::TcpStream::connect(gw.addr("main")).await;
+    assert!(refused.is_err(), "listener still accepting during drain");
+    tx.send(()).unwrap();
+    let r = inflight.await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "finished"));
+    let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_has_one_json_line_per_request() {
+    let gw = Gateway::start(&config(
+        "[[routes]]\nname = \"echo\"\npath = \"/echo\"\nrespond = \"echo\"\n",
+    ));
+    let r = get(&gw.url("main", "/echo"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(gw.wait_stdout(
+        |l| l.contains("\"route\":\"echo\""),
+        Duration::from_secs(10)
+    ));
+    let line = gw
+        .stdout()
+        .into_iter()
+        .find(|l| l.contains("\"route\":\"echo\""))
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(j["method"], "GET");
+    assert_eq!(j["path"], "/echo");
+    assert_eq!(j["status"], 200);
+    assert_eq!(j["bytes"].as_u64().unwrap() as usize, r.body.len());
+    assert_eq!(j["client"], "127.0.0.1");
+    assert!(j["duration_us"].is_u64() && j["time"].is_string());
+}

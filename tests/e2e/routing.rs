@@ -1,0 +1,191 @@
+//! Routing, built-in responders and per-route edits.
+
+use sluice_tests::{Gateway, Upstream, get};
+
+use crate::config;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_route_returns_the_request_as_json() {
+    let gw = Gateway::start(&config(
+        "[[routes]]\nname = \"echo\"\npath = \"/echo\"\nrespond = \"echo\"\n",
+    ));
+    let r = get(&gw.url("main", "/echo?a=1"), &[("x-test", "yes")]).await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["method"], "GET");
+    assert_eq!(j["path"], "/echo");
+    assert_eq!(j["query"], "a=1");
+    assert_eq!(j["headers"]["x-test"], "yes");
+    assert_eq!(j["route"], "echo");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmatched_request_gets_404_with_json_body() {
+    let gw = Gateway::start(&config(
+        "[[routes]]\nname = \"echo\"\npath = \"/echo\"\nrespond = \"echo\"\n",
+    ));
+    let r = get(&gw.url("main", "/elsewhere"), &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["error"], "no_route");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_responder_answers_with_fixed_status_headers_and_body() {
+    let gw = Gateway::start(&config(
+        "[[routes]]\nname = \"s\"\npath = \"/s\"\nrespond = { static = { status = 418, headers = { \"x-a\" = \"b\" }, body = \"teapot\" } }\n",
+    ));
+    let r = get(&gw.url("main", "/s"), &[]).await;
+    assert_eq!(
+        (r.status, r.header("x-a"), r.body.as_str()),
+        (418, Some("b"), "teapot")
+    );
+}
+
+fn st(name: &str) -> String {
+    format!("respond = {{ static = {{ body = \"{name}\" }} }}\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn most_specific_route_wins_by_host_then_path_then_conditions() {
+    let routes = [
+        ("any-prefix", "path_prefix = \"/\"\n".to_string()),
+        ("users-prefix", "path_prefix = \"/users\"\n".into()),
+        ("users-regex", "path_regex = \"/users/[0-9]+\"\n".into()),
+        ("users-template", "path = \"/users/{id}\"\n".into()),
+        ("users-me", "path = \"/users/me\"\n".into()),
+        (
+            "users-me-post",
+            "path = \"/users/me\"\nmethods = [\"POST\"]\n".into(),
+        ),
+        (
+            "wild",
+            "hosts = [\"*.example.com\"]\npath_prefix = \"/\"\n".into(),
+        ),
+        (
+            "exact-host",
+            "hosts = [\"api.example.com\"]\npath_prefix = \"/\"\n".into(),
+        ),
+        (
+            "header",
+            "path = \"/h\"\nheaders = [{ name = \"x-env\", value = \"prod\" }]\n".into(),
+        ),
+        (
+            "header-regex",
+            "path = \"/h\"\nheaders = [{ name = \"x-env\", regex = \"st.*\" }]\n".into(),
+        ),
+        (
+            "query",
+            "path = \"/q\"\nquery = [{ name = \"v\", value = \"2\" }]\n".into(),
+        ),
+    ];
+    let mut cfg = String::new();
+    for (name, m) in &routes {
+        cfg.push_str(&format!("[[routes]]\nname = \"{name}\"\n{m}{}\n", st(name)));
+    }
+    let gw = Gateway::start(&config(&cfg));
+    let u = |p: &str| gw.url("main", p);
+    assert_eq!(get(&u("/x"), &[]).await.body, "any-prefix");
+    assert_eq!(get(&u("/users/me"), &[]).await.body, "users-me");
+    assert_eq!(get(&u("/users/42"), &[]).await.body, "users-template");
+    assert_eq!(get(&u("/users/42/x"), &[]).await.body, "users-prefix");
+    assert_eq!(
+        get(&u("/x"), &[("host", "www.example.com")]).await.body,
+        "wild"
+    );
+    assert_eq!(
+        get(&u("/x"), &[("host", "API.example.com:80")]).await.body,
+        "exact-host"
+    );
+    assert_eq!(get(&u("/h"), &[("x-env", "prod")]).await.body, "header");
+    assert_eq!(
+        get(&u("/h"), &[("x-env", "staging")]).await.body,
+        "header-regex"
+    );
+    assert_eq!(get(&u("/h"), &[("x-env", "dev")]).await.body, "any-prefix");
+    assert_eq!(get(&u("/q?v=2"), &[]).await.body, "query");
+    assert_eq!(get(&u("/q?v=3"), &[]).await.body, "any-prefix");
+    let post = sluice_tests::send(
+        http::Request::post(u("/users/me"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(post.body, "users-me-post");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strip_prefix_rewrite_and_header_edits_are_visible_upstream_and_downstream() {
+    let up = Upstream::with(|_req| async {
+        let mut r = http::Response::new(sluice_tests::upstream::full("ok"));
+        r.headers_mut()
+            .insert("x-internal", "secret".parse().unwrap());
+        r.headers_mut().insert("x-keep", "1".parse().unwrap());
+        r
+    })
+    .await;
+    let gw = Gateway::start(&config(&format!(
+        r#"
+[upstreams.u]
+targets = [{{ address = "{addr}" }}]
+
+[[routes]]
+name = "strip"
+path_prefix = "/api/"
+strip_prefix = "/api"
+upstream = "u"
+request_headers = {{ set = {{ "x-set" = "s" }}, add = {{ "x-add" = "a" }}, remove = ["x-drop"] }}
+response_headers = {{ remove = ["x-internal"], set = {{ "x-gw" = "sluice" }} }}
+
+[[routes]]
+name = "rewrite"
+path = "/users/{{id}}/profile"
+rewrite_path = "/v2/profiles/{{id}}"
+upstream = "u"
+"#,
+        addr = up.addr
+    )));
+    let r = get(
+        &gw.url("main", "/api/items?x=1"),
+        &[("x-drop", "1"), ("x-set", "old")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-internal"), None);
+    assert_eq!(r.header("x-gw"), Some("sluice"));
+    assert_eq!(r.header("x-keep"), Some("1"));
+    let r2 = get(&gw.url("main", "/users/7/profile"), &[]).await;
+    assert_eq!(r2.status, 200);
+    let seen = up.seen();
+    assert_eq!(seen[0].uri, "/items?x=1");
+    assert_eq!(seen[0].headers.get("x-set").unwrap(), "s");
+    assert_eq!(seen[0].headers.get("x-add").unwrap(), "a");
+    assert!(seen[0].headers.get("x-drop").is_none());
+    assert_eq!(seen[1].uri, "/v2/profiles/7");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_over_route_limit_is_refused_with_413() {
+    let up = Upstream::named("up").await;
+    let gw = Gateway::start(&config(&format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nmax_body_bytes = 10\n",
+        up.addr
+    )));
+    let big = http::Request::post(gw.url("main", "/"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'x';
+            11
+        ])))
+        .unwrap();
+    let r = sluice_tests::send(big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"], "body_too_large");
+    assert_eq!(up.hits(), 0);
+    let ok = http::Request::post(gw.url("main", "/"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'x';
+            10
+        ])))
+        .unwrap();
+    assert_eq!(sluice_tests::send(ok).await.status, 200);
+}
