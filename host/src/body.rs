@@ -20,3 +20,26 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
         .map_err(|never| match never {})
         .boxed_unsync()
 }
+
+/// A body error behind a concrete type (lets generic adapters such as
+/// [`http_body_util::Limited`] convert it without higher-ranked bounds).
+#[derive(Debug)]
+pub struct BodyError(pub BoxError);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// `body` failing with [`http_body_util::LengthLimitError`] beyond `limit` bytes.
+pub fn limited(body: BoxBody, limit: u64) -> BoxBody {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    http_body_util::Limited::new(body.map_err(BodyError), limit).boxed_unsync()
+}

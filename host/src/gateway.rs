@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{self, ConfigError, Loaded};
+use crate::policy::PolicyEnv;
 use crate::proxy::Shared;
 use crate::server::{self, Lifecycle};
 use crate::snapshot::Snapshot;
@@ -48,18 +49,36 @@ pub enum StartError {
     },
 }
 
-/// Loads and compiles a configuration from `source`.
-pub fn load(source: &Source) -> Result<(Loaded, Snapshot), ConfigError> {
-    let loaded = match source {
-        Source::File(p) => config::load_file(p)?,
+/// Reads and parses the configuration from `source`.
+pub fn load_config(source: &Source) -> Result<Loaded, ConfigError> {
+    match source {
+        Source::File(p) => config::load_file(p),
         Source::Embedded => config::load_str(
             config::EMBEDDED_DEFAULT,
             "<embedded gateway.toml>".into(),
             PathBuf::from("."),
-        )?,
-    };
-    let snap = Snapshot::build(&loaded.config).map_err(|issues| loaded.error(issues))?;
-    Ok((loaded, snap))
+        ),
+    }
+}
+
+/// Creates the policy environment (kept for the life of the process) for a configuration.
+pub fn policy_env(loaded: &Loaded) -> Result<Arc<PolicyEnv>, ConfigError> {
+    let settings = &loaded.config.policy;
+    PolicyEnv::new(settings, Some(settings.cache_dir.clone())).map_err(|e| {
+        loaded.error(vec![config::Issue::new(
+            config::KeyPath::default()
+                .key("policy")
+                .key("analytics_path"),
+            format!("cannot open: {e}"),
+        )])
+    })
+}
+
+/// Compiles a parsed configuration into a snapshot (instantiating every policy).
+pub async fn build(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, ConfigError> {
+    Snapshot::build(&loaded.config, env)
+        .await
+        .map_err(|issues| loaded.error(issues))
 }
 
 /// Runs the gateway until SIGTERM/SIGINT and the drain complete.
@@ -129,7 +148,7 @@ async fn wait_for_stop(source: &Source, shared: &Shared) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(source, shared),
+            _ = hup.recv() => reload(source, shared).await,
             _ = term.recv() => return,
             _ = int.recv() => return,
         }
@@ -142,8 +161,14 @@ async fn wait_for_stop(_source: &Source, _shared: &Shared) {
 }
 
 /// Re-reads the configuration and swaps it in if it is valid and keeps the same listeners.
-pub fn reload(source: &Source, shared: &Shared) {
-    let (_, next) = match load(source) {
+pub async fn reload(source: &Source, shared: &Shared) {
+    let env = shared.snapshot.load().policy_env.clone();
+    let next = match async {
+        let loaded = load_config(source)?;
+        build(&loaded, env).await
+    }
+    .await
+    {
         Ok(x) => x,
         Err(e) => {
             for line in e.to_string().lines() {

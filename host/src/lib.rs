@@ -16,10 +16,12 @@
 pub mod body;
 pub mod config;
 pub mod gateway;
+pub mod policy;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -37,7 +37,22 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => {
             let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
-            match gateway::load(&Source::File(path.clone())) {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let checked = rt.block_on(async {
+                let loaded = gateway::load_config(&Source::File(path.clone()))?;
+                let env = gateway::policy_env(&loaded)?;
+                gateway::build(&loaded, env).await
+            });
+            match checked {
                 Ok(_) => {
                     println!("{}: ok", path.display());
                     ExitCode::SUCCESS
@@ -56,7 +71,7 @@ fn main() -> ExitCode {
                 }
                 None => Source::Embedded,
             };
-            let (loaded, snap) = match gateway::load(&source) {
+            let loaded = match gateway::load_config(&source) {
                 Ok(x) => x,
                 Err(e) => {
                     eprintln!("{e}");
@@ -80,8 +95,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(gateway::run(source, snap)) {
+            let started = rt.block_on(async {
+                let env = gateway::policy_env(&loaded)?;
+                let snap = gateway::build(&loaded, env).await?;
+                gateway::run(source, snap).await
+            });
+            match started {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(gateway::StartError::Config(e)) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::FAILURE

@@ -193,6 +193,13 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             }
         }
     }
+    fix(&mut config.policy.cache_dir);
+    for p in config.plugins.values_mut() {
+        fix(&mut p.path);
+        if let Some(ca) = &mut p.outbound_ca {
+            fix(ca);
+        }
+    }
     for u in config.upstreams.values_mut() {
         if let Some(tls) = &mut u.tls {
             fix(&mut tls.ca);

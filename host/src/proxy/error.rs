@@ -21,9 +21,23 @@ pub enum ProxyError {
         /// The limit.
         limit: u64,
     },
+    /// A policy failed (trap, deadline, unusable decision) and fails closed.
+    #[error("policy {policy} failed: {cause}")]
+    PolicyFailed {
+        /// The policy's label (`route/plugin#index`).
+        policy: String,
+        /// The configured status.
+        status: StatusCode,
+        /// Why.
+        cause: String,
+    },
     /// The request is malformed in a way hyper accepted but the gateway does not. 400.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The request uses a feature the gateway does not implement, such as a transfer coding
+    /// other than `chunked`. 501.
+    #[error("{0}")]
+    NotImplemented(&'static str),
     /// No target of the upstream is healthy. 503.
     #[error("no healthy target in upstream {0}")]
     NoHealthyTarget(String),
@@ -77,6 +91,8 @@ impl ProxyError {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::PolicyFailed { status, .. } => *status,
             Self::NoHealthyTarget(_) | Self::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectFailed { .. } | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -89,6 +105,8 @@ impl ProxyError {
             Self::NoRoute { .. } => "no_route",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BadRequest(_) => "bad_request",
+            Self::NotImplemented(_) => "not_implemented",
+            Self::PolicyFailed { .. } => "policy_failed",
             Self::NoHealthyTarget(_) => "no_healthy_upstream",
             Self::CircuitOpen(_) => "circuit_open",
             Self::ConnectFailed { .. } => "upstream_connect_failed",
@@ -100,11 +118,14 @@ impl ProxyError {
 
     /// The response: the status and `{"error": code, "message": text, "route": name}`.
     pub fn to_response(&self, route: Option<&str>) -> Response<BoxBody> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code(),
             "message": self.to_string(),
             "route": route,
         });
+        if let Self::PolicyFailed { policy, .. } = self {
+            body["policy"] = serde_json::Value::String(policy.clone());
+        }
         let mut resp = Response::new(body::full(body.to_string()));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(
@@ -129,6 +150,11 @@ mod tests {
         assert_eq!(e.code(), "upstream_connect_timeout");
         let e = ProxyError::CircuitOpen("u".into());
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let e = ProxyError::NotImplemented("x");
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::NOT_IMPLEMENTED, "not_implemented")
+        );
         let r = ProxyError::BodyTooLarge { limit: 5 }.to_response(Some("r"));
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }

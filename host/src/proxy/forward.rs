@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use tokio::time::Instant;
 
 use super::headers::{set_forwarded, strip_hop_by_hop};
@@ -81,6 +81,41 @@ fn hash_key(on: &HashOn, headers: &HeaderMap, client: std::net::IpAddr) -> Optio
     }
 }
 
+/// An error of the client's request body (malformed chunked framing, over the route's
+/// limit, the client going away) while it was streamed upstream. Wrapping it lets a failed
+/// exchange be blamed on the client rather than on the upstream target.
+#[derive(Debug)]
+struct ClientBodyError(body::BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body could not be read: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// The answer when an exchange failed because the client's body did: 413 beyond the limit,
+/// 400 otherwise. `None` when the failure was not the client's.
+fn client_body_failure(e: &hyper_util::client::legacy::Error, limit: u64) -> Option<ProxyError> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if let Some(ClientBodyError(inner)) = s.downcast_ref::<ClientBodyError>() {
+            return Some(if inner.is::<http_body_util::LengthLimitError>() {
+                ProxyError::BodyTooLarge { limit }
+            } else {
+                ProxyError::BadRequest("the request body could not be read")
+            });
+        }
+        src = s.source();
+    }
+    None
+}
+
 fn classify(
     group: &UpstreamGroup,
     target: &str,
@@ -124,7 +159,7 @@ fn classify(
 /// Sends the request upstream and returns the response with its guards.
 pub(super) async fn forward(
     ctx: Ctx<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<BoxBody>,
     outcome: &mut Outcome,
 ) -> Result<(Response<BoxBody>, Guards), ProxyError> {
     let group = ctx.group.clone();
@@ -161,10 +196,9 @@ pub(super) async fn forward(
     })?;
 
     let replayable = incoming.is_end_stream();
-    let limit = ctx.route.max_body_bytes as usize;
     let mut body = Some(
-        http_body_util::Limited::new(incoming, limit)
-            .map_err(Into::into)
+        body::limited(incoming, ctx.route.max_body_bytes)
+            .map_err(|e| Box::new(ClientBodyError(e)) as body::BoxError)
             .boxed_unsync(),
     );
     let version = if group.http2 {
@@ -240,6 +274,9 @@ pub(super) async fn forward(
                 ));
             }
             Ok(Err(e)) => {
+                if let Some(err) = client_body_failure(&e, ctx.route.max_body_bytes) {
+                    return Err(err);
+                }
                 group.report(idx, false);
                 let err = classify(&group, &target.address, &e);
                 let safe = e.is_connect() || is_idempotent(&method);

@@ -4,6 +4,7 @@
 pub mod error;
 mod forward;
 pub mod headers;
+mod pipeline;
 mod responders;
 pub mod tracked;
 mod upgrade;
@@ -22,6 +23,7 @@ pub use error::ProxyError;
 use tracked::{Guards, LogCtx, Tracked};
 
 use crate::body::BoxBody;
+use crate::policy::{CallData, RequestView};
 use crate::routing::normalize_host;
 use crate::snapshot::{Action, RouteRuntime, Snapshot};
 use crate::telemetry::{AccessLog, Record, access_log::now_rfc3339};
@@ -91,7 +93,7 @@ pub async fn handle(
                 tracing::debug!(error = %e, route = ?outcome.route, "request failed");
             }
             let mut r = e.to_response(outcome.route.as_deref());
-            if matches!(e, ProxyError::BadRequest(_)) {
+            if matches!(e, ProxyError::BadRequest(_) | ProxyError::NotImplemented(_)) {
                 close_after(&mut r);
             }
             (r, Guards::default())
@@ -159,11 +161,58 @@ async fn route_and_serve(
             limit: route.max_body_bytes,
         });
     }
-    let (mut resp, guards) = match &route.action {
+    let req = req.map(|b| {
+        b.map_err(|e| -> crate::body::BoxError { Box::new(e) })
+            .boxed_unsync()
+    });
+    if route.pipeline.is_empty() {
+        let (mut resp, guards) =
+            serve_target(snap, conn, &route, params, host_raw, req, outcome).await?;
+        route.response_headers.apply(resp.headers_mut());
+        return Ok((resp, guards));
+    }
+    let client = headers::client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
+    let mut data = CallData {
+        req: RequestView {
+            scheme: conn.scheme,
+            authority: host_raw.clone().unwrap_or_default(),
+            client_ip: client,
+            route: Arc::from(route.name.as_str()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let steps = &route.pipeline;
+    let (resp, guards, ran) =
+        match pipeline::request_phase(steps, req, &mut data, route.max_body_bytes).await? {
+            pipeline::Outcome::Respond { resp, ran } => (resp, Guards::default(), ran),
+            pipeline::Outcome::Forward { req, ran } => {
+                let (resp, guards) =
+                    serve_target(snap, conn, &route, params, host_raw, req, outcome).await?;
+                (resp, guards, ran)
+            }
+        };
+    let mut resp = pipeline::response_phase(steps, &ran, resp, &mut data).await?;
+    route.response_headers.apply(resp.headers_mut());
+    Ok((resp, guards))
+}
+
+/// Serves a request with the route's target (responder or upstream).
+async fn serve_target(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    route: &Arc<RouteRuntime>,
+    params: crate::routing::Params,
+    host_raw: Option<String>,
+    req: Request<BoxBody>,
+    outcome: &mut Outcome,
+) -> Result<(Response<BoxBody>, Guards), ProxyError> {
+    Ok(match &route.action {
         Action::Echo => (
-            responders::echo(req, conn, &route, outcome.client).await?,
+            responders::echo(req, conn, route, outcome.client).await?,
             Guards::default(),
         ),
+        Action::Analytics => (responders::analytics(&snap.policy_env), Guards::default()),
         Action::Static {
             status,
             headers,
@@ -176,23 +225,38 @@ async fn route_and_serve(
             let ctx = forward::Ctx {
                 snap,
                 conn,
-                route: &route,
+                route,
                 group: group.clone(),
                 params,
                 host: host_raw,
             };
             forward::forward(ctx, req, outcome).await?
         }
-    };
-    route.response_headers.apply(resp.headers_mut());
-    Ok((resp, guards))
+    })
 }
 
 /// Rejects framing that hyper tolerates but a proxy must not forward.
+///
+/// Transfer-Encoding in an HTTP/1.0 request is refused with 400. Any Transfer-Encoding other
+/// than a single field whose value is exactly `chunked` is refused with 501 (RFC 9112 §6.1):
+/// hyper reads `gzip, chunked`, `chunked, chunked` or `,chunked` as plain `chunked`, while
+/// other parsers on the path may not, and a disagreement about framing is request smuggling.
 fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
     if req.version() == Version::HTTP_10 && req.headers().contains_key(header::TRANSFER_ENCODING) {
         return Err(ProxyError::BadRequest(
             "Transfer-Encoding is not allowed in HTTP/1.0 requests",
+        ));
+    }
+    let mut te = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next()
+        && (te.next().is_some()
+            || !first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(ProxyError::NotImplemented(
+            "Transfer-Encoding other than `chunked` is not supported",
         ));
     }
     Ok(())
@@ -206,11 +270,8 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 /// Reads a whole request body up to `limit` bytes.
-async fn read_body(body: Incoming, limit: u64) -> Result<bytes::Bytes, ProxyError> {
-    match http_body_util::Limited::new(body, limit as usize)
-        .collect()
-        .await
-    {
+async fn read_body(body: BoxBody, limit: u64) -> Result<bytes::Bytes, ProxyError> {
+    match crate::body::limited(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ProxyError::BodyTooLarge { limit })
@@ -223,4 +284,13 @@ async fn read_body(body: Incoming, limit: u64) -> Result<bytes::Bytes, ProxyErro
 pub fn close_after(resp: &mut Response<BoxBody>) {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// Compile-time check: the request future must be `Send` (HTTP/2 and the graceful
+/// shutdown of every connection kind require it).
+#[allow(dead_code)]
+fn _assert_send(s: Arc<Shared>, c: Arc<ConnInfo>, r: Request<Incoming>) {
+    fn is_send<T: Send>(_: &T) {}
+    let f = handle(s, c, r);
+    is_send(&f);
 }

@@ -4,7 +4,6 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use super::{ConnInfo, ProxyError, read_body};
@@ -13,7 +12,7 @@ use crate::snapshot::RouteRuntime;
 
 /// Answers with the request as JSON: method, path, query, version, headers, client and body.
 pub(super) async fn echo(
-    req: Request<Incoming>,
+    req: Request<BoxBody>,
     conn: &ConnInfo,
     route: &RouteRuntime,
     client: IpAddr,
@@ -55,5 +54,15 @@ pub(super) fn fixed(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Res
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers.clone();
+    resp
+}
+
+/// Answers with the analytics aggregate.
+pub(super) fn analytics(env: &crate::policy::PolicyEnv) -> Response<BoxBody> {
+    let mut resp = Response::new(body::full(env.analytics.snapshot().to_string()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

@@ -109,7 +109,8 @@ pub enum ValueCond {
 }
 
 impl ValueCond {
-    fn holds(&self, value: &str) -> bool {
+    /// Whether `value` satisfies the condition.
+    pub fn holds(&self, value: &str) -> bool {
         match self {
             Self::Present => true,
             Self::Exact(v) => v == value,

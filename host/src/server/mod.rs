@@ -188,9 +188,13 @@ async fn drive<C, E>(
 
 fn h1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
+    // `max_buf_size` alone lets a head larger than the limit through once the read buffer
+    // has grown (for example when the head follows a body in the same read);
+    // `max_header_size` checks the head itself.
     b.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout.get())
         .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
     b

@@ -109,6 +109,17 @@ impl AccessLog {
         }
     }
 
+    /// Queues any serialisable value as one line.
+    pub fn write_value<T: Serialize>(&self, value: &T) {
+        let Some(tx) = &self.tx else { return };
+        let Ok(line) = serde_json::to_string(value) else {
+            return;
+        };
+        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Records dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -1,8 +1,10 @@
 //! Telemetry: operational logs through `tracing`, and the per-request access log.
 
 pub mod access_log;
+pub mod analytics;
 
 pub use access_log::{AccessLog, Record};
+pub use analytics::AnalyticsSink;
 
 /// Installs the global `tracing` subscriber (JSON lines on stderr). `RUST_LOG` overrides
 /// `level`. Calling it twice is harmless.

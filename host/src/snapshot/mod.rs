@@ -2,6 +2,8 @@
 //! configurations. It is built completely (every check done) before it is swapped in, so a
 //! bad configuration is rejected whole and never half-applied.
 
+pub mod pipeline;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use http::{Method, StatusCode};
 use ipnet::IpNet;
 
 use crate::config::{self, Config, Issue, KeyPath, Responder};
+use crate::policy::PolicyEnv;
 use crate::proxy::headers::HeaderEdits;
 use crate::routing::{Conditions, PathMatch, RouteMatch, Router, ValueCond, anchored};
 use crate::upstream::UpstreamGroup;
@@ -22,6 +25,8 @@ pub enum Action {
     Proxy(Arc<UpstreamGroup>),
     /// Answer with the request as JSON.
     Echo,
+    /// Answer with the analytics aggregate.
+    Analytics,
     /// Answer with a fixed response.
     Static {
         /// Status.
@@ -53,6 +58,8 @@ pub struct RouteRuntime {
     pub timeout: Option<Duration>,
     /// Whether WebSocket upgrades pass through.
     pub websocket: bool,
+    /// Policies, in request order.
+    pub pipeline: Vec<pipeline::Step>,
 }
 
 /// A compiled listener (its socket is bound once, outside the snapshot).
@@ -79,11 +86,14 @@ pub struct Snapshot {
     pub trusted_proxies: Vec<IpNet>,
     /// The source configuration.
     pub config: Config,
+    /// The shared policy environment.
+    pub policy_env: Arc<PolicyEnv>,
 }
 
 impl Snapshot {
-    /// Compiles a configuration, reporting every problem found.
-    pub fn build(config: &Config) -> Result<Self, Vec<Issue>> {
+    /// Compiles a configuration, reporting every problem found. Every policy is
+    /// instantiated and initialised.
+    pub async fn build(config: &Config, env: Arc<PolicyEnv>) -> Result<Self, Vec<Issue>> {
         let mut issues = Vec::new();
         let root = KeyPath::default();
 
@@ -142,7 +152,8 @@ impl Snapshot {
                     format!("duplicate listener name {:?}", l.name),
                 ));
             }
-            if listeners.iter().any(|x| x.bind == l.bind) {
+            // Port 0 asks the OS for a free port, so any number of such listeners coexist.
+            if l.bind.port() != 0 && listeners.iter().any(|x| x.bind == l.bind) {
                 issues.push(Issue::new(
                     at.key("bind"),
                     format!("address {} is bound twice", l.bind),
@@ -171,6 +182,7 @@ impl Snapshot {
             });
         }
 
+        let plugins = pipeline::compile_plugins(config, &env, &mut issues);
         let mut names: Vec<&str> = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let at = root.key("routes").index(i);
@@ -183,7 +195,11 @@ impl Snapshot {
             names.push(&r.name);
             let before = issues.len();
             let m = compile_match(r, &at, &mut issues);
-            let rt = compile_route(r, &at, &upstreams, limits.max_body_bytes, &mut issues);
+            let mut rt = compile_route(r, &at, &upstreams, limits.max_body_bytes, &mut issues);
+            if let Some(rt) = &mut rt {
+                rt.pipeline =
+                    pipeline::compile_pipeline(config, r, &at, &plugins, &env, &mut issues).await;
+            }
             for (j, l) in r.listeners.iter().enumerate() {
                 if !config.listeners.iter().any(|x| &x.name == l) {
                     issues.push(Issue::new(
@@ -214,6 +230,7 @@ impl Snapshot {
                 upstreams,
                 trusted_proxies: trusted,
                 config: config.clone(),
+                policy_env: env,
             })
         } else {
             Err(issues)
@@ -251,7 +268,11 @@ fn field_path(at: &KeyPath, field: &str) -> KeyPath {
     p
 }
 
-fn value_cond(v: &config::ValueMatch, at: &KeyPath, issues: &mut Vec<Issue>) -> ValueCond {
+pub(crate) fn value_cond(
+    v: &config::ValueMatch,
+    at: &KeyPath,
+    issues: &mut Vec<Issue>,
+) -> ValueCond {
     match (&v.value, &v.regex) {
         (Some(_), Some(_)) => {
             issues.push(Issue::new(
@@ -413,6 +434,7 @@ fn compile_route(
             }
         },
         (None, Some(Responder::Echo)) => Action::Echo,
+        (None, Some(Responder::Analytics)) => Action::Analytics,
         (
             None,
             Some(Responder::Static {
@@ -471,6 +493,7 @@ fn compile_route(
         max_body_bytes: r.max_body_bytes.unwrap_or(default_body),
         timeout: r.timeout.map(|d| d.get()),
         websocket: r.websocket,
+        pipeline: Vec::new(),
     })
 }
 
@@ -480,7 +503,11 @@ mod tests {
 
     fn issues(src: &str) -> Vec<String> {
         let c: Config = toml::from_str(src).unwrap();
-        match Snapshot::build(&c) {
+        let env = PolicyEnv::new(&c.policy, None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        match rt.block_on(Snapshot::build(&c, env)) {
             Ok(_) => vec![],
             Err(is) => is
                 .into_iter()
@@ -517,6 +544,20 @@ mod tests {
             ),
             "{is:?}"
         );
+    }
+
+    #[test]
+    fn the_same_fixed_address_twice_is_a_conflict_but_port_zero_twice_is_not() {
+        let two = |port: u16| {
+            format!(
+                "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:{port}\"\n[[listeners]]\nname = \"b\"\nbind = \"127.0.0.1:{port}\"\n"
+            )
+        };
+        assert_eq!(
+            issues(&two(8080)),
+            vec!["listeners[1].bind: address 127.0.0.1:8080 is bound twice"]
+        );
+        assert_eq!(issues(&two(0)), Vec::<String>::new());
     }
 
     #[test]

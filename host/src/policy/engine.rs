@@ -1,0 +1,184 @@
+//! The process-wide wasmtime engine: pooling allocator with copy-on-write memory images,
+//! epoch interruption driven by a ticker thread, and compilation with an on-disk artifact
+//! cache keyed by content digest and engine compatibility hash.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::PolicyError;
+
+/// One epoch tick; per-call CPU deadlines are counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Hard ceiling of any plugin's linear memory.
+pub const MAX_PLUGIN_MEMORY: usize = 256 * 1024 * 1024;
+/// Instances the pool can hold at once (across all plugins).
+const POOL_INSTANCES: u32 = 2000;
+/// Largest component accepted for compilation.
+pub const MAX_COMPONENT_BYTES: usize = 50 * 1024 * 1024;
+
+/// The engine and the compiled components, shared by every snapshot.
+pub struct PolicyRuntime {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+    compiled: Mutex<HashMap<String, Component>>,
+}
+
+impl PolicyRuntime {
+    /// Creates the engine and starts its epoch ticker. `cache_dir` (created with owner-only
+    /// permissions) keeps compiled artifacts between runs.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PolicyError> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 2)
+            .total_memories(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES * 2)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(MAX_PLUGIN_MEMORY)
+            .linear_memory_keep_resident(64 * 1024)
+            .table_keep_resident(16 * 1024);
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .max_wasm_stack(512 * 1024)
+            .async_stack_size(1024 * 1024)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        if let Some(dir) = &cache_dir {
+            create_private_dir(dir)
+                .map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;
+        }
+        Ok(Arc::new(Self {
+            engine,
+            cache_dir,
+            compiled: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn artifact_path(&self, digest: &str) -> Option<PathBuf> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let compat = h.finish();
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{digest}-{compat:016x}.cwasm")))
+    }
+
+    /// Compiles `bytes` (or reuses the in-memory or on-disk artifact for the same digest).
+    /// Returns the component and its SHA-256 digest (hex).
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, String), PolicyError> {
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(PolicyError::Invalid(format!(
+                "component is {} bytes, over the {MAX_COMPONENT_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok((c.clone(), digest));
+        }
+        let path = self.artifact_path(&digest);
+        let cached = path.as_ref().filter(|p| p.exists()).and_then(|p| {
+            // SAFETY: the file is in the gateway's owner-only cache directory and was written
+            // by `compile` below from `Component::serialize` of this same engine
+            // configuration (the compatibility hash is part of its name); no other process
+            // writes there. This is the only place artifacts are deserialized.
+            #[allow(unsafe_code)]
+            let c = unsafe { Component::deserialize_file(&self.engine, p) };
+            c.map_err(|e| tracing::warn!(path = %p.display(), error = %e, "ignoring unusable cached artifact"))
+                .ok()
+        });
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                if !wasmparser_is_component(bytes) {
+                    return Err(PolicyError::Invalid(
+                        "not a WebAssembly component (a core module or other bytes)".into(),
+                    ));
+                }
+                let c = Component::new(&self.engine, bytes).map_err(|e| {
+                    PolicyError::Invalid(format!("cannot compile the component: {e:#}"))
+                })?;
+                if let Some(p) = &path {
+                    match c.serialize() {
+                        Ok(art) => {
+                            if let Err(e) = write_atomic(p, &art) {
+                                tracing::warn!(path = %p.display(), error = %e, "cannot cache compiled artifact");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot serialize compiled artifact"),
+                    }
+                }
+                c
+            }
+        };
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.clone(), component.clone());
+        Ok((component, digest))
+    }
+}
+
+/// Whether `bytes` start with the component-model preamble (magic + layer 1).
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_components_and_rejects_core_modules() {
+        let core = b"\0asm\x01\0\0\0";
+        let component = b"\0asm\x0d\0\x01\0";
+        assert!(!wasmparser_is_component(core));
+        assert!(wasmparser_is_component(component));
+        assert!(!wasmparser_is_component(b"garbage!"));
+    }
+}

@@ -1,0 +1,363 @@
+//! What a policy's store holds, and the host side of every WIT interface: the request and
+//! response heads and the context (resources whose data lives in the store only for the
+//! duration of one call), and the capabilities (`log`, `clock`, `kv`, `rate-limit`,
+//! `analytics`, `outbound-http`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, Method};
+use wasmtime::component::Resource;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+
+use super::bindings::sluice::policy::{
+    analytics, clock, kv, log, outbound_http, rate_limit, types,
+};
+use super::capabilities::Capabilities;
+
+/// Marker type of the `request-head` resource (its data is [`RequestView`] in the store).
+pub struct RequestHeadRes;
+/// Marker type of the `response-head` resource.
+pub struct ResponseHeadRes;
+/// Marker type of the `context` resource.
+pub struct ContextRes;
+
+/// The request as policies see it; edits are applied to it between policies.
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    /// Method.
+    pub method: Method,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Authority (Host).
+    pub authority: String,
+    /// Path without query.
+    pub path: String,
+    /// Query without `?`.
+    pub query: Option<String>,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Client IP.
+    pub client_ip: IpAddr,
+    /// Route name.
+    pub route: Arc<str>,
+}
+
+impl Default for RequestView {
+    fn default() -> Self {
+        Self {
+            method: Method::GET,
+            scheme: "http",
+            authority: String::new(),
+            path: "/".into(),
+            query: None,
+            headers: HeaderMap::new(),
+            client_ip: IpAddr::from([0, 0, 0, 0]),
+            route: Arc::from(""),
+        }
+    }
+}
+
+/// The response head as policies see it.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseView {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+}
+
+/// Attributes shared by the policies of one request.
+pub type Attributes = HashMap<String, String>;
+
+/// The per-call data moved into a store for one call and out again afterwards.
+#[derive(Default)]
+pub struct CallData {
+    /// The request.
+    pub req: RequestView,
+    /// The response, in response phases.
+    pub resp: ResponseView,
+    /// The shared attributes.
+    pub attrs: Attributes,
+}
+
+/// The data of one policy instance's store.
+pub struct HostState {
+    pub(super) limits: StoreLimits,
+    pub(super) caps: Arc<Capabilities>,
+    pub(super) call: CallData,
+}
+
+impl HostState {
+    /// A store state capped at `max_memory` bytes of linear memory.
+    pub fn new(caps: Arc<Capabilities>, max_memory: usize) -> Self {
+        Self {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory)
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            caps,
+            call: CallData::default(),
+        }
+    }
+}
+
+fn first(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    headers.get(name).map(|v| v.as_bytes().to_vec())
+}
+
+fn names(headers: &HeaderMap) -> Vec<String> {
+    headers.keys().map(|k| k.as_str().to_string()).collect()
+}
+
+impl types::Host for HostState {}
+
+impl types::HostRequestHead for HostState {
+    fn method(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<String> {
+        Ok(self.call.req.method.as_str().to_string())
+    }
+    fn scheme(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<String> {
+        Ok(self.call.req.scheme.to_string())
+    }
+    fn authority(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<String> {
+        Ok(self.call.req.authority.clone())
+    }
+    fn path(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<String> {
+        Ok(self.call.req.path.clone())
+    }
+    fn query(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.req.query.clone())
+    }
+    fn header(
+        &mut self,
+        _: Resource<RequestHeadRes>,
+        name: String,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(first(&self.call.req.headers, &name))
+    }
+    fn header_all(
+        &mut self,
+        _: Resource<RequestHeadRes>,
+        name: String,
+    ) -> wasmtime::Result<Vec<Vec<u8>>> {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .call
+            .req
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect())
+    }
+    fn header_names(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<Vec<String>> {
+        Ok(names(&self.call.req.headers))
+    }
+    fn client_ip(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<String> {
+        Ok(self.call.req.client_ip.to_string())
+    }
+    fn route(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<String> {
+        Ok(self.call.req.route.to_string())
+    }
+    fn drop(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl types::HostResponseHead for HostState {
+    fn status(&mut self, _: Resource<ResponseHeadRes>) -> wasmtime::Result<u16> {
+        Ok(self.call.resp.status)
+    }
+    fn header(
+        &mut self,
+        _: Resource<ResponseHeadRes>,
+        name: String,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(first(&self.call.resp.headers, &name))
+    }
+    fn header_names(&mut self, _: Resource<ResponseHeadRes>) -> wasmtime::Result<Vec<String>> {
+        Ok(names(&self.call.resp.headers))
+    }
+    fn drop(&mut self, _: Resource<ResponseHeadRes>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+/// Largest attribute key or value a policy may set.
+const MAX_ATTR_BYTES: usize = 4096;
+/// Most attributes per request.
+const MAX_ATTRS: usize = 64;
+
+impl types::HostContext for HostState {
+    fn get(&mut self, _: Resource<ContextRes>, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.attrs.get(&key).cloned())
+    }
+    fn set(&mut self, _: Resource<ContextRes>, key: String, value: String) -> wasmtime::Result<()> {
+        if key.len() > MAX_ATTR_BYTES || value.len() > MAX_ATTR_BYTES {
+            wasmtime::bail!("context attribute over {MAX_ATTR_BYTES} bytes");
+        }
+        if self.call.attrs.len() >= MAX_ATTRS && !self.call.attrs.contains_key(&key) {
+            wasmtime::bail!("more than {MAX_ATTRS} context attributes");
+        }
+        self.call.attrs.insert(key, value);
+        Ok(())
+    }
+    fn drop(&mut self, _: Resource<ContextRes>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &self.caps.plugin;
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            log::Level::Trace => tracing::trace!(%plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(%plugin, "{message}"),
+            log::Level::Info => tracing::info!(%plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(%plugin, "{message}"),
+            log::Level::Error => tracing::error!(%plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl clock::Host for HostState {
+    fn now_millis(&mut self) -> wasmtime::Result<u64> {
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64))
+    }
+    fn monotonic_nanos(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.caps.epoch.elapsed().as_nanos() as u64)
+    }
+}
+
+fn kv_err(e: crate::state::KvError) -> kv::KvError {
+    use crate::state::KvError as E;
+    match e {
+        E::KeyTooLarge => kv::KvError::KeyTooLarge,
+        E::ValueTooLarge => kv::KvError::ValueTooLarge,
+        E::QuotaExceeded => kv::KvError::QuotaExceeded,
+        E::NotANumber => kv::KvError::NotANumber,
+    }
+}
+
+fn ttl(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+impl kv::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::KvError>> {
+        Ok(self.caps.kv.get(&self.caps.namespace, &key).map_err(kv_err))
+    }
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), kv::KvError>> {
+        Ok(self
+            .caps
+            .kv
+            .set(&self.caps.namespace, &key, value, ttl(ttl_ms))
+            .map_err(kv_err))
+    }
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, kv::KvError>> {
+        Ok(self
+            .caps
+            .kv
+            .delete(&self.caps.namespace, &key)
+            .map_err(kv_err))
+    }
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<i64, kv::KvError>> {
+        Ok(self
+            .caps
+            .kv
+            .increment(&self.caps.namespace, &key, delta, ttl(ttl_ms))
+            .map_err(kv_err))
+    }
+    async fn compare_and_set(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<bool, kv::KvError>> {
+        Ok(self
+            .caps
+            .kv
+            .compare_and_set(
+                &self.caps.namespace,
+                &key,
+                expected.as_deref(),
+                value,
+                ttl(ttl_ms),
+            )
+            .map_err(kv_err))
+    }
+}
+
+impl rate_limit::Host for HostState {
+    async fn check(
+        &mut self,
+        key: String,
+        limit: rate_limit::Limit,
+        cost: u32,
+    ) -> wasmtime::Result<Result<rate_limit::Verdict, String>> {
+        if limit.requests == 0 || limit.window_ms == 0 {
+            return Ok(Err(
+                "limit.requests and limit.window-ms must be positive".into()
+            ));
+        }
+        if key.len() > 1024 {
+            return Ok(Err("rate-limit key over 1024 bytes".into()));
+        }
+        let v = self.caps.limiter.check(
+            &key,
+            crate::state::Limit {
+                requests: limit.requests,
+                window_ms: limit.window_ms,
+                burst: limit.burst,
+            },
+            cost,
+        );
+        Ok(Ok(rate_limit::Verdict {
+            allowed: v.allowed,
+            limit: v.limit,
+            remaining: v.remaining,
+            reset_ms: v.reset_ms,
+            retry_after_ms: v.retry_after_ms,
+        }))
+    }
+}
+
+impl analytics::Host for HostState {
+    fn emit(&mut self, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+        self.caps.analytics.record(&self.caps.plugin, fields);
+        Ok(())
+    }
+}
+
+impl outbound_http::Host for HostState {
+    async fn get(
+        &mut self,
+        url: String,
+        headers: Vec<types::Header>,
+    ) -> wasmtime::Result<Result<outbound_http::Response, outbound_http::HttpError>> {
+        Ok(self.caps.outbound.get(&url, headers).await)
+    }
+}

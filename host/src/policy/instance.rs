@@ -1,0 +1,343 @@
+//! Policy instances: one configured use of a plugin on a route. Checks the component's
+//! imports against the grants, links only granted capabilities, keeps an `InstancePre`, and
+//! runs calls either on pooled instances (reused, recycled after N uses, discarded after any
+//! trap or cancelled call) or on a fresh instance per request (isolated).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, Resource, TypedFunc};
+use wasmtime::{Engine, Store};
+
+use super::PolicyError;
+use super::bindings::sluice::policy::{
+    analytics, clock, kv, log, outbound_http, rate_limit, types,
+};
+use super::bindings::{Policy, PolicyPre};
+use super::capabilities::{Capabilities, Capability, Grants};
+use super::engine::{EPOCH_TICK, PolicyRuntime};
+use super::host::{CallData, ContextRes, HostState, RequestHeadRes, ResponseHeadRes};
+
+pub use types::{RequestDecision, ResponseDecision};
+
+/// How instances are managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceMode {
+    /// Reuse warm instances (trusted code; fastest).
+    #[default]
+    Pooled,
+    /// A fresh instance for every request (no state survives a request).
+    Isolated,
+}
+
+/// Limits of one policy instance.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Linear memory cap in bytes.
+    pub max_memory: usize,
+    /// CPU deadline per call.
+    pub cpu: Duration,
+    /// Wall-clock deadline per call (covers host I/O waits).
+    pub wall: Duration,
+    /// Pooled instances are discarded after this many calls.
+    pub recycle_after: u32,
+}
+
+type BodyFunc =
+    TypedFunc<(Resource<RequestHeadRes>, Resource<ContextRes>, Vec<u8>), (RequestDecision,)>;
+
+struct Warm {
+    store: Store<HostState>,
+    bindings: Policy,
+    body: Option<BodyFunc>,
+    uses: u32,
+}
+
+/// Builds a linker that defines only `grants` (plus the shared types).
+fn linker(engine: &Engine, grants: Grants) -> Result<Linker<HostState>, PolicyError> {
+    let mut l = Linker::new(engine);
+    let e = |e: wasmtime::Error| PolicyError::Engine(e.to_string());
+    types::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    if grants.has(Capability::Log) {
+        log::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    }
+    if grants.has(Capability::Clock) {
+        clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    }
+    if grants.has(Capability::Kv) {
+        kv::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    }
+    if grants.has(Capability::RateLimit) {
+        rate_limit::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    }
+    if grants.has(Capability::Analytics) {
+        analytics::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    }
+    if grants.has(Capability::OutboundHttp) {
+        outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    }
+    Ok(l)
+}
+
+/// Refuses a component that imports anything not granted (naming the import).
+pub fn check_imports(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    grants: Grants,
+) -> Result<(), PolicyError> {
+    use wasmtime::component::types::ComponentItem;
+    for (name, item) in component.component_type().imports(engine) {
+        // World-level `use` of the contract's types shows up as type imports; only
+        // instance and function imports carry behaviour.
+        if matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_))
+            || name.starts_with("sluice:policy/types@")
+        {
+            continue;
+        }
+        match Capability::from_import(name) {
+            Some(c) if grants.has(c) => {}
+            Some(_) => {
+                return Err(PolicyError::Ungranted {
+                    import: name.to_string(),
+                });
+            }
+            None => {
+                return Err(PolicyError::Invalid(format!(
+                    "the component imports {name}, which Sluice does not provide"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counters of one policy instance.
+#[derive(Debug, Default)]
+pub struct PolicyStats {
+    /// Calls that failed (trap, timeout, bad decision).
+    pub failures: AtomicU64,
+    /// Requests on which the policy was skipped because it failed open.
+    pub skipped: AtomicU64,
+    /// Instances created.
+    pub instantiations: AtomicU64,
+}
+
+/// A configured policy, ready to serve.
+pub struct PolicyInstance {
+    /// `route/plugin` label for logs and error bodies.
+    pub label: String,
+    /// The plugin name.
+    pub plugin: String,
+    pre: PolicyPre<HostState>,
+    has_body: bool,
+    config_json: String,
+    caps: Arc<Capabilities>,
+    mode: InstanceMode,
+    limits: CallLimits,
+    pool: Mutex<Vec<Warm>>,
+    /// Counters.
+    pub stats: PolicyStats,
+}
+
+/// Warm instances kept per policy instance.
+const MAX_IDLE: usize = 64;
+
+impl PolicyInstance {
+    /// Links and pre-instantiates `component` for these grants, then proves the
+    /// configuration by instantiating once and calling `init` (that instance is kept warm).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        runtime: &PolicyRuntime,
+        label: String,
+        plugin: String,
+        component: &wasmtime::component::Component,
+        grants: Grants,
+        config_json: String,
+        caps: Arc<Capabilities>,
+        mode: InstanceMode,
+        limits: CallLimits,
+    ) -> Result<Self, PolicyError> {
+        check_imports(runtime.engine(), component, grants)?;
+        let l = linker(runtime.engine(), grants)?;
+        let ipre = l
+            .instantiate_pre(component)
+            .map_err(|e| PolicyError::Invalid(format!("cannot link the component: {e:#}")))?;
+        let pre = PolicyPre::new(ipre)
+            .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
+        let has_body = component
+            .component_type()
+            .exports(runtime.engine())
+            .any(|(n, _)| n == "on-request-body");
+        let this = Self {
+            label,
+            plugin,
+            pre,
+            has_body,
+            config_json,
+            caps,
+            mode,
+            limits,
+            pool: Mutex::new(Vec::new()),
+            stats: PolicyStats::default(),
+        };
+        let warm = this.instantiate().await?;
+        if this.mode == InstanceMode::Pooled {
+            this.pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(warm);
+        }
+        Ok(this)
+    }
+
+    /// Whether the policy wants request bodies.
+    pub fn wants_body(&self) -> bool {
+        self.has_body
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.cpu.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
+    }
+
+    async fn instantiate(&self) -> Result<Warm, PolicyError> {
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        let mut store = Store::new(
+            self.pre.engine(),
+            HostState::new(self.caps.clone(), self.limits.max_memory),
+        );
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let instance = tokio::time::timeout(
+            self.limits.wall,
+            self.pre.instance_pre().instantiate_async(&mut store),
+        )
+        .await
+        .map_err(|_| PolicyError::Timeout)?
+        .map_err(|e| PolicyError::trap("instantiate", e))?;
+        let bindings = Policy::new(&mut store, &instance)
+            .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
+        let body = if self.has_body {
+            Some(
+                instance
+                    .get_typed_func(&mut store, "on-request-body")
+                    .map_err(|e| {
+                        PolicyError::Invalid(format!("bad on-request-body export: {e:#}"))
+                    })?,
+            )
+        } else {
+            None
+        };
+        store.set_epoch_deadline(self.deadline_ticks());
+        let init = tokio::time::timeout(
+            self.limits.wall,
+            bindings.call_init(&mut store, &self.config_json),
+        )
+        .await
+        .map_err(|_| PolicyError::Timeout)?
+        .map_err(|e| PolicyError::trap("init", e))?;
+        init.map_err(PolicyError::Init)?;
+        Ok(Warm {
+            store,
+            bindings,
+            body,
+            uses: 0,
+        })
+    }
+
+    async fn take(&self) -> Result<Warm, PolicyError> {
+        if self.mode == InstanceMode::Pooled
+            && let Some(w) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        {
+            return Ok(w);
+        }
+        self.instantiate().await
+    }
+
+    fn give_back(&self, mut w: Warm) {
+        w.uses += 1;
+        if self.mode == InstanceMode::Pooled && w.uses < self.limits.recycle_after {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < MAX_IDLE {
+                pool.push(w);
+            }
+        }
+    }
+
+    /// Takes an instance and moves `data` into its store for one call.
+    async fn begin(&self, data: &mut CallData) -> Result<Warm, PolicyError> {
+        let mut w = self.take().await?;
+        std::mem::swap(&mut w.store.data_mut().call, data);
+        w.store.set_epoch_deadline(self.deadline_ticks());
+        Ok(w)
+    }
+
+    /// Moves `data` back out; keeps the instance only if the call completed normally.
+    fn finish<R>(
+        &self,
+        mut w: Warm,
+        data: &mut CallData,
+        what: &'static str,
+        r: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+    ) -> Result<R, PolicyError> {
+        std::mem::swap(&mut w.store.data_mut().call, data);
+        match r {
+            Ok(Ok(v)) => {
+                self.give_back(w);
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(PolicyError::trap(what, e)),
+            Err(_) => Err(PolicyError::Timeout),
+        }
+    }
+
+    /// Calls `on-request`.
+    pub async fn on_request(&self, data: &mut CallData) -> Result<RequestDecision, PolicyError> {
+        let mut w = self.begin(data).await?;
+        let call = w.bindings.call_on_request(
+            &mut w.store,
+            Resource::new_borrow(0),
+            Resource::new_borrow(0),
+        );
+        let r = tokio::time::timeout(self.limits.wall, call).await;
+        self.finish(w, data, "on-request", r)
+    }
+
+    /// Calls `on-request-body` (only for policies that export it).
+    pub async fn on_request_body(
+        &self,
+        data: &mut CallData,
+        body: Vec<u8>,
+    ) -> Result<RequestDecision, PolicyError> {
+        let mut w = self.begin(data).await?;
+        let Some(f) = w.body else {
+            return self.finish(
+                w,
+                data,
+                "on-request-body",
+                Ok(Err(wasmtime::format_err!("no on-request-body export"))),
+            );
+        };
+        let call = f.call_async(
+            &mut w.store,
+            (Resource::new_borrow(0), Resource::new_borrow(0), body),
+        );
+        let r = tokio::time::timeout(self.limits.wall, call).await;
+        self.finish(w, data, "on-request-body", r.map(|x| x.map(|(d,)| d)))
+    }
+
+    /// Calls `on-response`.
+    pub async fn on_response(&self, data: &mut CallData) -> Result<ResponseDecision, PolicyError> {
+        let mut w = self.begin(data).await?;
+        let call = w.bindings.call_on_response(
+            &mut w.store,
+            Resource::<RequestHeadRes>::new_borrow(0),
+            Resource::<ResponseHeadRes>::new_borrow(0),
+            Resource::<ContextRes>::new_borrow(0),
+        );
+        let r = tokio::time::timeout(self.limits.wall, call).await;
+        self.finish(w, data, "on-response", r)
+    }
+}

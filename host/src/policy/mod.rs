@@ -1,0 +1,24 @@
+//! The policy plane: WebAssembly components (typed by `wit/policy.wit`) run by wasmtime.
+//!
+//! - [`engine`]: the one `Engine` (pooling allocator, epochs) and the compile cache;
+//! - [`capabilities`]: grantable host interfaces and what they reach;
+//! - [`host`]: store data and the host side of every interface;
+//! - [`instance`]: a configured policy, its linker, `InstancePre` and instance pool;
+//! - [`pipeline`]: a route's ordered policies and how their decisions apply.
+
+mod bindings;
+pub mod capabilities;
+pub mod engine;
+pub mod env;
+mod error;
+pub mod host;
+pub mod instance;
+
+/// The WIT types (headers, edits, decisions) as generated for the host.
+pub use bindings::sluice::policy::types as wit;
+pub use capabilities::{Capabilities, Capability, Grants, Outbound};
+pub use engine::PolicyRuntime;
+pub use env::PolicyEnv;
+pub use error::PolicyError;
+pub use host::{Attributes, CallData, RequestView, ResponseView};
+pub use instance::{CallLimits, InstanceMode, PolicyInstance, RequestDecision, ResponseDecision};

@@ -1,0 +1,261 @@
+//! Running a route's policy pipeline around the route's target.
+//!
+//! Request phases run in pipeline order; edits are applied between policies (a later
+//! policy sees earlier edits). A `respond` decision short-circuits the target. Response
+//! phases run in reverse order over every policy whose request phase ran, including for
+//! local responses. A failing policy either fails the request (`closed`) with a JSON body
+//! naming it, or is skipped and counted (`open`).
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri};
+
+use super::{ProxyError, read_body};
+use crate::body::{self, BoxBody};
+use crate::config::FailureMode;
+use crate::policy::wit::{Header, LocalResponse, RequestDecision, RequestEdits, ResponseDecision};
+use crate::policy::{CallData, PolicyError, RequestView, ResponseView};
+use crate::snapshot::pipeline::Step;
+
+/// Largest header value a policy may set.
+const MAX_EDIT_HEADER_BYTES: usize = 16 * 1024;
+/// Most headers a policy may set in one decision.
+const MAX_EDIT_HEADERS: usize = 64;
+/// Largest local response body a policy may produce.
+const MAX_LOCAL_BODY: usize = 1024 * 1024;
+
+/// What the request phase decided.
+pub(super) enum Outcome {
+    /// Continue to the target with this (possibly edited) request; `ran` policies get
+    /// response phases.
+    Forward {
+        /// The request.
+        req: Request<BoxBody>,
+        /// How many steps ran.
+        ran: Vec<usize>,
+    },
+    /// Answer with this response (after response phases of `ran`).
+    Respond {
+        /// The response.
+        resp: Response<BoxBody>,
+        /// Steps to run response phases for.
+        ran: Vec<usize>,
+    },
+}
+
+fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), PolicyError> {
+    if value.len() > MAX_EDIT_HEADER_BYTES {
+        return Err(PolicyError::BadDecision(format!(
+            "header {name:?} value over {MAX_EDIT_HEADER_BYTES} bytes"
+        )));
+    }
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| PolicyError::BadDecision(format!("invalid header name {name:?}")))?;
+    let v = HeaderValue::from_bytes(value)
+        .map_err(|_| PolicyError::BadDecision(format!("invalid value for header {name:?}")))?;
+    Ok((n, v))
+}
+
+fn apply_headers(
+    headers: &mut HeaderMap,
+    remove: &[String],
+    set: &[Header],
+    append: &[Header],
+) -> Result<(), PolicyError> {
+    if set.len() + append.len() > MAX_EDIT_HEADERS {
+        return Err(PolicyError::BadDecision(format!(
+            "more than {MAX_EDIT_HEADERS} header edits"
+        )));
+    }
+    for r in remove {
+        if let Ok(n) = HeaderName::from_bytes(r.as_bytes()) {
+            headers.remove(n);
+        }
+    }
+    for h in set {
+        let (n, v) = header_pair(&h.name, &h.value)?;
+        headers.insert(n, v);
+    }
+    for h in append {
+        let (n, v) = header_pair(&h.name, &h.value)?;
+        headers.append(n, v);
+    }
+    Ok(())
+}
+
+fn apply_request_edits(view: &mut RequestView, e: &RequestEdits) -> Result<(), PolicyError> {
+    apply_headers(
+        &mut view.headers,
+        &e.remove_headers,
+        &e.set_headers,
+        &e.append_headers,
+    )?;
+    if let Some(p) = &e.path {
+        if !p.starts_with('/') || p.parse::<PathAndQuery>().is_err() || p.contains('?') {
+            return Err(PolicyError::BadDecision(format!("invalid path {p:?}")));
+        }
+        view.path = p.clone();
+    }
+    if let Some(q) = &e.query {
+        if format!("/?{q}").parse::<PathAndQuery>().is_err() {
+            return Err(PolicyError::BadDecision(format!("invalid query {q:?}")));
+        }
+        view.query = (!q.is_empty()).then(|| q.clone());
+    }
+    Ok(())
+}
+
+fn local_response(r: LocalResponse) -> Result<Response<BoxBody>, PolicyError> {
+    let status = StatusCode::from_u16(r.status)
+        .map_err(|_| PolicyError::BadDecision(format!("invalid status {}", r.status)))?;
+    if r.body.len() > MAX_LOCAL_BODY {
+        return Err(PolicyError::BadDecision(format!(
+            "local response body over {MAX_LOCAL_BODY} bytes"
+        )));
+    }
+    let mut resp = Response::new(body::full(r.body));
+    *resp.status_mut() = status;
+    apply_headers(resp.headers_mut(), &[], &[], &r.headers)?;
+    Ok(resp)
+}
+
+/// The error response of a policy failing closed.
+fn failure(step: &Step, e: &PolicyError) -> ProxyError {
+    ProxyError::PolicyFailed {
+        policy: step.policy.label.clone(),
+        status: step.failure_status,
+        cause: e.to_string(),
+    }
+}
+
+/// Runs request phases. `data` holds the request view and attributes for response phases.
+pub(super) async fn request_phase(
+    steps: &[Step],
+    req: Request<BoxBody>,
+    data: &mut CallData,
+    max_body: u64,
+) -> Result<Outcome, ProxyError> {
+    let (mut parts, mut body) = req.into_parts();
+    data.req.method = parts.method.clone();
+    data.req.path = parts.uri.path().to_string();
+    data.req.query = parts.uri.query().map(str::to_string);
+    data.req.headers = std::mem::take(&mut parts.headers);
+    let mut ran = Vec::with_capacity(steps.len());
+    let mut buffered: Option<Bytes> = None;
+    for (i, step) in steps.iter().enumerate() {
+        if let Some(c) = &step.when
+            && !c.holds(&data.req.method, &data.req.path, &data.req.headers)
+        {
+            continue;
+        }
+        let mut decision = step.policy.on_request(data).await;
+        if step.policy.wants_body()
+            && matches!(
+                decision,
+                Ok(RequestDecision::Continue | RequestDecision::Edit(_))
+            )
+        {
+            let bytes = match buffered.take() {
+                Some(b) => b,
+                None => read_body(std::mem::replace(&mut body, body::empty()), max_body).await?,
+            };
+            if let Ok(RequestDecision::Edit(e)) = &decision
+                && let Err(err) = apply_request_edits(&mut data.req, e)
+            {
+                decision = Err(err);
+            } else {
+                decision = step.policy.on_request_body(data, bytes.to_vec()).await;
+            }
+            buffered = Some(bytes);
+        }
+        let applied = match decision {
+            Ok(RequestDecision::Continue) => Ok(None),
+            Ok(RequestDecision::Edit(e)) => apply_request_edits(&mut data.req, &e).map(|_| None),
+            Ok(RequestDecision::Respond(r)) => local_response(r).map(Some),
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(None) => ran.push(i),
+            Ok(Some(resp)) => {
+                ran.push(i);
+                return Ok(Outcome::Respond { resp, ran });
+            }
+            Err(e) => {
+                step.policy.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(policy = %step.policy.label, error = %e, "policy failed");
+                match step.on_failure {
+                    FailureMode::Closed => return Err(failure(step, &e)),
+                    FailureMode::Open => {
+                        step.policy.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+    // Rebuild the request from the (edited) view.
+    let pq = match &data.req.query {
+        Some(q) => format!("{}?{q}", data.req.path),
+        None => data.req.path.clone(),
+    };
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| ProxyError::BadRequest("a policy produced an invalid path"))?,
+    );
+    parts.uri = Uri::from_parts(uri)
+        .map_err(|_| ProxyError::BadRequest("a policy produced an invalid URI"))?;
+    parts.headers = data.req.headers.clone();
+    if let Some(b) = buffered {
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+        body = body::full(b);
+    }
+    Ok(Outcome::Forward {
+        req: Request::from_parts(parts, body),
+        ran,
+    })
+}
+
+/// Runs response phases in reverse order over `ran`.
+pub(super) async fn response_phase(
+    steps: &[Step],
+    ran: &[usize],
+    resp: Response<BoxBody>,
+    data: &mut CallData,
+) -> Result<Response<BoxBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    data.resp = ResponseView {
+        status: parts.status.as_u16(),
+        headers: std::mem::take(&mut parts.headers),
+    };
+    for &i in ran.iter().rev() {
+        let step = &steps[i];
+        let applied = match step.policy.on_response(data).await {
+            Ok(ResponseDecision::Continue) => Ok(()),
+            Ok(ResponseDecision::Edit(e)) => apply_headers(
+                &mut data.resp.headers,
+                &e.remove_headers,
+                &e.set_headers,
+                &e.append_headers,
+            ),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = applied {
+            step.policy.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(policy = %step.policy.label, error = %e, "policy failed in response phase");
+            match step.on_failure {
+                FailureMode::Closed => return Err(failure(step, &e)),
+                FailureMode::Open => {
+                    step.policy.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    parts.headers = std::mem::take(&mut data.resp.headers);
+    Ok(Response::from_parts(parts, body))
+}
