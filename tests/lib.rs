@@ -9,6 +9,7 @@
 #![allow(missing_docs)]
 
 pub mod gateway;
+pub mod tls;
 pub mod upstream;
 
 pub use gateway::Gateway;
@@ -23,6 +24,20 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Absolute path of a policy component built by `just plugins` (`name` as the crate's file
+/// stem, e.g. `key_auth`).
+pub fn plugin_path(name: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-unknown-unknown/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} not found: run `just plugins` first",
+        p.display()
+    );
+    p.canonicalize().expect("plugin path")
+}
 
 /// A plain HTTP/1.1 client with keep-alive.
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {

@@ -1,8 +1,11 @@
 //! End-to-end tests: the real `sluice` binary, real sockets, real upstream servers.
 //! One test binary with one module per area (wasmtime's `tests/all` layout).
 
+mod defences;
 mod lifecycle;
+mod protocols;
 mod routing;
+mod upstreams;
 
 /// A listener named `main` on a random loopback port, plus `extra` TOML.
 pub fn config(extra: &str) -> String {

@@ -94,7 +94,7 @@ pub struct Plugin {
     /// Linear-memory cap per instance in bytes. Default: 16 MiB.
     #[serde(default = "default_plugin_memory")]
     pub max_memory_bytes: u64,
-    /// CPU time allowed per call. Default: 20ms.
+    /// CPU time allowed per call. Default: 50ms.
     #[serde(default = "default_plugin_cpu")]
     pub cpu_timeout: Dur,
     /// Wall time allowed per call, including host I/O waits. Default: 2s.
@@ -109,7 +109,7 @@ fn default_plugin_memory() -> u64 {
     16 * 1024 * 1024
 }
 fn default_plugin_cpu() -> Dur {
-    Dur(std::time::Duration::from_millis(20))
+    Dur(std::time::Duration::from_millis(50))
 }
 fn default_plugin_wall() -> Dur {
     Dur::secs(2)

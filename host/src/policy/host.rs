@@ -112,6 +112,17 @@ fn first(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
     headers.get(name).map(|v| v.as_bytes().to_vec())
 }
 
+fn all(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
+    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+        return Vec::new();
+    };
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect()
+}
+
 fn names(headers: &HeaderMap) -> Vec<String> {
     headers.keys().map(|k| k.as_str().to_string()).collect()
 }
@@ -182,6 +193,13 @@ impl types::HostResponseHead for HostState {
         name: String,
     ) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(first(&self.call.resp.headers, &name))
+    }
+    fn header_all(
+        &mut self,
+        _: Resource<ResponseHeadRes>,
+        name: String,
+    ) -> wasmtime::Result<Vec<Vec<u8>>> {
+        Ok(all(&self.call.resp.headers, &name))
     }
     fn header_names(&mut self, _: Resource<ResponseHeadRes>) -> wasmtime::Result<Vec<String>> {
         Ok(names(&self.call.resp.headers))

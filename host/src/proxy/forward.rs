@@ -180,7 +180,12 @@ pub(super) async fn forward(
         &ctx.snap.trusted_proxies,
     );
     outcome.client = client;
-    if !headers.contains_key(header::HOST)
+    if group.http2 {
+        // HTTP/2 carries the authority in `:authority`, which hyper takes from the target
+        // URI; a differing `Host` is forbidden (RFC 9113 §8.3.1). The client's host stays
+        // available in X-Forwarded-Host.
+        headers.remove(header::HOST);
+    } else if !headers.contains_key(header::HOST)
         && let Some(h) = ctx.host.as_deref().and_then(|h| h.parse().ok())
     {
         headers.insert(header::HOST, h);

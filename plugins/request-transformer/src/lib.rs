@@ -1,0 +1,214 @@
+//! `request-transformer`: edits the request before it is forwarded — removes, renames,
+//! sets and adds headers and query parameters, in that order.
+//!
+//! Capabilities: none.
+
+mod config;
+
+pub use config::{Changes, Config};
+
+use std::collections::BTreeSet;
+
+use sluice_sdk::{Context, Edits, Policy, Request, RequestDecision};
+
+/// The policy.
+#[derive(Debug)]
+pub struct RequestTransformer {
+    config: Config,
+}
+
+impl Policy for RequestTransformer {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Self {
+            config: config.validate()?,
+        })
+    }
+
+    fn on_request(&self, req: &Request, _ctx: &Context) -> RequestDecision {
+        let mut edits = Edits::new();
+        if !self.config.headers.is_empty() {
+            edits = self.edit_headers(req, edits);
+        }
+        if !self.config.query.is_empty() {
+            edits = self.edit_query(req, edits);
+        }
+        RequestDecision::edit(edits)
+    }
+}
+
+impl RequestTransformer {
+    /// Header changes as edits. The gateway applies removals before sets and appends, so
+    /// the steps are computed here against the names the request will have.
+    fn edit_headers(&self, req: &Request, mut edits: Edits) -> Edits {
+        let h = &self.config.headers;
+        let mut present: BTreeSet<String> = req.header_names().into_iter().collect();
+        for name in &h.remove {
+            if present.remove(name) {
+                edits = edits.remove_header(name.as_str());
+            }
+        }
+        for (from, to) in &h.rename {
+            if from == to || !present.contains(from) {
+                continue;
+            }
+            let values = req.header_all(from);
+            present.remove(from);
+            edits = edits
+                .remove_header(from.as_str())
+                .remove_header(to.as_str());
+            for v in values {
+                edits = edits.append_header(to.as_str(), v);
+            }
+            present.insert(to.clone());
+        }
+        for (name, value) in &h.set {
+            edits = edits.set_header(name.as_str(), value.as_str());
+            present.insert(name.clone());
+        }
+        for (name, value) in &h.add {
+            if !present.contains(name) {
+                edits = edits.set_header(name.as_str(), value.as_str());
+            }
+        }
+        edits
+    }
+
+    fn edit_query(&self, req: &Request, edits: Edits) -> Edits {
+        let q = &self.config.query;
+        let original = req.query_params();
+        let mut query = original.clone();
+        for name in &q.remove {
+            query.remove(name);
+        }
+        for (from, to) in &q.rename {
+            query.rename(from, to);
+        }
+        for (name, value) in &q.set {
+            query.set(name, value);
+        }
+        for (name, value) in &q.add {
+            if !query.contains(name) {
+                query.append(name, value);
+            }
+        }
+        if query == original {
+            edits
+        } else {
+            edits.query(query.to_string())
+        }
+    }
+}
+
+sluice_sdk::export_policy!(RequestTransformer);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::testing::{TestContext, TestHost, TestRequest, json};
+
+    fn forwarded(config: serde_json::Value, req: &TestRequest) -> TestRequest {
+        let host = TestHost::with_grants(&[]);
+        let p: RequestTransformer = host.init(config).unwrap();
+        match host.on_request(&p, req, &TestContext::new()) {
+            RequestDecision::Continue => req.clone(),
+            RequestDecision::Edit(e) => req.apply(&e),
+            RequestDecision::Respond(r) => panic!("unexpected response {r:?}"),
+        }
+    }
+
+    #[test]
+    fn header_remove_rename_set_add() {
+        let req = TestRequest::get("/")
+            .header("x-internal", "1")
+            .header("X-Old", "a")
+            .header("x-old", "b")
+            .header("x-new", "stale")
+            .header("x-keep", "mine");
+        let out = forwarded(
+            json!({ "headers": {
+                "remove": ["X-Internal", "x-absent"],
+                "rename": { "x-old": "x-new", "x-missing": "x-other" },
+                "set": { "x-env": "prod" },
+                "add": { "x-keep": "default", "x-added": "yes" }
+            }}),
+            &req,
+        );
+        assert_eq!(out.get_header("x-internal"), None);
+        assert_eq!(out.get_header("x-old"), None);
+        assert_eq!(out.get_header_all("x-new"), ["a", "b"]);
+        assert_eq!(out.get_header("x-other"), None);
+        assert_eq!(out.get_header("x-env"), Some("prod"));
+        assert_eq!(out.get_header_all("x-keep"), ["mine"]);
+        assert_eq!(out.get_header("x-added"), Some("yes"));
+    }
+
+    #[test]
+    fn set_replaces_every_value() {
+        let req = TestRequest::get("/").header("x-a", "1").header("x-a", "2");
+        let out = forwarded(json!({ "headers": { "set": { "x-a": "3" } } }), &req);
+        assert_eq!(out.get_header_all("x-a"), ["3"]);
+    }
+
+    #[test]
+    fn add_after_remove_adds() {
+        let req = TestRequest::get("/").header("x-a", "old");
+        let out = forwarded(
+            json!({ "headers": { "remove": ["x-a"], "add": { "x-a": "new" } } }),
+            &req,
+        );
+        assert_eq!(out.get_header_all("x-a"), ["new"]);
+    }
+
+    #[test]
+    fn query_remove_rename_set_add() {
+        let req = TestRequest::get("/s?debug=1&q=rust%20wasm&v=1&v=2&lang=fr");
+        let out = forwarded(
+            json!({ "query": {
+                "remove": ["debug"],
+                "rename": { "q": "search" },
+                "set": { "v": "3" },
+                "add": { "lang": "en", "page": "1 of 2" }
+            }}),
+            &req,
+        );
+        assert_eq!(
+            out.query.as_deref(),
+            Some("search=rust%20wasm&v=3&lang=fr&page=1+of+2")
+        );
+    }
+
+    #[test]
+    fn removing_the_last_parameter_removes_the_query() {
+        let out = forwarded(
+            json!({ "query": { "remove": ["a"] } }),
+            &TestRequest::get("/?a=1"),
+        );
+        assert_eq!(out.query, None);
+    }
+
+    #[test]
+    fn nothing_to_change_continues() {
+        let host = TestHost::with_grants(&[]);
+        let p: RequestTransformer = host
+            .init(json!({ "headers": { "remove": ["x-a"] }, "query": { "remove": ["b"] } }))
+            .unwrap();
+        let req = TestRequest::get("/?c=1");
+        assert!(host.on_request(&p, &req, &TestContext::new()).is_continue());
+    }
+
+    #[test]
+    fn readme_examples_are_accepted() {
+        let host = TestHost::new();
+        let configs = sluice_sdk::testing::readme_configs(
+            include_str!("../README.md"),
+            "request-transformer",
+        );
+        assert!(!configs.is_empty());
+        for config in configs {
+            host.init::<RequestTransformer>(config.clone())
+                .unwrap_or_else(|e| panic!("{config}: {e}"));
+        }
+    }
+}

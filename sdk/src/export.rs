@@ -1,0 +1,120 @@
+//! The glue between a [`crate::Policy`] and the component's exports.
+
+/// Exports a [`Policy`](crate::Policy) type as the component's `init`, `on-request` and
+/// `on-response`. Use it once per crate, at the top level:
+///
+/// ```ignore
+/// sluice_sdk::export_policy!(KeyAuth);
+/// ```
+///
+/// In a `wasm32` build, `init` parses the configuration with [`crate::policy::build`]
+/// and keeps the policy in a static of the instance; `on-request` and `on-response`
+/// dispatch to it. Calling them before a successful `init` traps. Natively the macro only
+/// checks that the type implements `Policy` (tests call the policy directly through
+/// [`crate::testing::TestHost`]).
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        const _: () = {
+            struct __SluiceExport;
+
+            ::std::thread_local! {
+                static __SLUICE_POLICY: ::core::cell::RefCell<::core::option::Option<$policy>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            impl $crate::__private::Guest for __SluiceExport {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let policy = $crate::policy::build::<$policy>(&config)?;
+                    __SLUICE_POLICY
+                        .with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(policy));
+                    ::core::result::Result::Ok(())
+                }
+
+                fn on_request(
+                    req: &$crate::__private::RawRequest,
+                    ctx: &$crate::__private::RawContext,
+                ) -> $crate::__private::WitRequestDecision {
+                    __SLUICE_POLICY.with(|slot| {
+                        $crate::__private::on_request(slot.borrow().as_ref(), req, ctx)
+                    })
+                }
+
+                fn on_response(
+                    req: &$crate::__private::RawRequest,
+                    resp: &$crate::__private::RawResponse,
+                    ctx: &$crate::__private::RawContext,
+                ) -> $crate::__private::WitResponseDecision {
+                    __SLUICE_POLICY.with(|slot| {
+                        $crate::__private::on_response(slot.borrow().as_ref(), req, resp, ctx)
+                    })
+                }
+            }
+
+            $crate::__private::bindings::__sluice_export_bindings!(
+                __SluiceExport with_types_in $crate::__private::bindings
+            );
+        };
+
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = $crate::__private::assert_policy::<$policy>;
+    };
+}
+
+/// Support for [`export_policy!`]; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use crate::Policy;
+
+    /// Compile-time check used by the native expansion of `export_policy!`.
+    pub fn assert_policy<P: Policy>() {}
+
+    #[cfg(target_arch = "wasm32")]
+    pub use self::guest::*;
+
+    #[cfg(target_arch = "wasm32")]
+    mod guest {
+        pub use crate::host::wasm::bindings;
+        pub use bindings::Guest;
+        pub use bindings::sluice::policy::types::{
+            Context as RawContext, RequestDecision as WitRequestDecision,
+            RequestHead as RawRequest, ResponseDecision as WitResponseDecision,
+            ResponseHead as RawResponse,
+        };
+        pub use wit_bindgen;
+
+        use crate::host::wasm::{request_decision, response_decision};
+        use crate::{Context, Policy, Request, Response};
+
+        const NOT_INITIALIZED: &str = "sluice-sdk: the gateway called the policy before init";
+
+        /// Runs `on_request` of the initialized policy.
+        pub fn on_request<P: Policy>(
+            policy: Option<&P>,
+            req: &RawRequest,
+            ctx: &RawContext,
+        ) -> WitRequestDecision {
+            let policy = policy.expect(NOT_INITIALIZED);
+            request_decision(policy.on_request(&Request::new(req), &Context::new(ctx)))
+        }
+
+        /// Runs `on_response` of the initialized policy.
+        pub fn on_response<P: Policy>(
+            policy: Option<&P>,
+            req: &RawRequest,
+            resp: &RawResponse,
+            ctx: &RawContext,
+        ) -> WitResponseDecision {
+            let policy = policy.expect(NOT_INITIALIZED);
+            response_decision(policy.on_response(
+                &Request::new(req),
+                &Response::new(resp),
+                &Context::new(ctx),
+            ))
+        }
+    }
+}
