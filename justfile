@@ -2,7 +2,7 @@
 
 # Run every test: guest (policy) unit tests and components, host unit tests, then
 # end-to-end tests against the real binary and the built policy components.
-test: plugins
+test: plugins python-plugin wasi-probe
     cd plugins && cargo test --locked --workspace
     cargo build --locked -p sluice --bin sluice
     cargo test --locked --workspace
@@ -17,8 +17,36 @@ plugins:
     export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$(rustc --print sysroot)/lib/rustlib/$host/bin/wasm-component-ld"
     cd plugins && cargo build --locked --release --target wasm32-unknown-unknown --workspace
 
-# Run the gateway on the shipped configuration.
-run:
+# Build the Python example policy (plugins/python/deny-header) with componentize-py
+# (installed with pip, pinned, when absent) into plugins/target/python/deny_header.wasm.
+# Skipped when the component is newer than its sources and the contract.
+python-plugin:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    version=0.25.1
+    cpy="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/componentize-py"
+    if ! [ -x "$cpy" ] || [ "$("$cpy" --version)" != "componentize-py $version" ]; then
+        python3 -m pip install --quiet --disable-pip-version-check "componentize-py==$version"
+    fi
+    out="$PWD/plugins/target/python/deny_header.wasm"
+    mkdir -p "$(dirname "$out")"
+    cd plugins/python/deny-header
+    if [ -f "$out" ] && [ -z "$(find app.py wit ../../../wit -newer "$out" -print -quit)" ]; then
+        echo "deny_header.wasm is up to date"
+        exit 0
+    fi
+    "$cpy" -q -d ../../../wit -d wit -w sluice:policy/policy \
+        componentize app -i sluice-python:deny-header/grants -o "$out.tmp"
+    mv "$out.tmp" "$out"
+
+# Build the WASI probe fixture (plugins/wasi-probe, its own workspace) for wasm32-wasip2
+# (plugins/target/wasm32-wasip2/release/wasi_probe.wasm).
+wasi-probe:
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+    cargo build --locked --release --target wasm32-wasip2 --manifest-path plugins/wasi-probe/Cargo.toml --target-dir plugins/target
+
+# Run the gateway on the shipped configuration (builds the demo policies first).
+run: plugins
     cargo run --release -p sluice -- run
 
 # Format and lint exactly as CI expects.

@@ -232,6 +232,21 @@ fn field(line: &str, key: &str) -> Option<String> {
     Some(rest[..end].trim_matches('"').to_string())
 }
 
+/// Runs `sluice validate PATH` on an existing file and returns (exit code, output).
+pub fn validate_file(path: &Path) -> (i32, String) {
+    let out = Command::new(binary())
+        .arg("validate")
+        .arg(path)
+        .output()
+        .expect("run validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// Runs `sluice validate FILE` and returns (exit code, stdout+stderr).
 pub fn validate(config: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");

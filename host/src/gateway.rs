@@ -119,14 +119,25 @@ pub async fn run(source: Source, snap: Snapshot) -> Result<(), StartError> {
         open: open_tx,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
     };
+    let mut accept_loops = Vec::new();
     for (i, tcp) in listeners.into_iter().enumerate() {
-        tokio::spawn(server::accept_loop(i, tcp, shared.clone(), life.clone()));
+        accept_loops.push(tokio::spawn(server::accept_loop(
+            i,
+            tcp,
+            shared.clone(),
+            life.clone(),
+        )));
     }
     tracing::info!("ready");
 
     wait_for_stop(&source, &shared).await;
-    tracing::info!(timeout = ?drain_timeout, "draining");
     let _ = shutdown_tx.send(true);
+    // Once every accept loop has returned, its listener is closed: new connections are
+    // refused from here on, while open ones finish.
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    tracing::info!(timeout = ?drain_timeout, "draining");
     drop(life);
     match tokio::time::timeout(drain_timeout, open_rx.recv()).await {
         Ok(_) => tracing::info!("drained"),

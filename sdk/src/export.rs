@@ -3,8 +3,17 @@
 /// Exports a [`Policy`](crate::Policy) type as the component's `init`, `on-request` and
 /// `on-response`. Use it once per crate, at the top level:
 ///
-/// ```ignore
-/// sluice_sdk::export_policy!(KeyAuth);
+/// ```
+/// struct Allow;
+///
+/// impl sluice_sdk::Policy for Allow {
+///     type Config = ();
+///     fn new(_config: ()) -> Result<Self, String> {
+///         Ok(Allow)
+///     }
+/// }
+///
+/// sluice_sdk::export_policy!(Allow);
 /// ```
 ///
 /// In a `wasm32` build, `init` parses the configuration with [`crate::policy::build`]
@@ -65,7 +74,103 @@ macro_rules! export_policy {
     };
 }
 
-/// Support for [`export_policy!`]; not a public API.
+/// Exports a [`BodyPolicy`](crate::BodyPolicy) type as the component's `init`,
+/// `on-request`, `on-response` and `on-request-body` (the `body-policy` world). Use it
+/// once per crate, at the top level, instead of [`export_policy!`]:
+///
+/// ```
+/// use sluice_sdk::{Context, Request, RequestDecision};
+///
+/// struct NonEmpty;
+///
+/// impl sluice_sdk::Policy for NonEmpty {
+///     type Config = ();
+///     fn new(_config: ()) -> Result<Self, String> {
+///         Ok(NonEmpty)
+///     }
+/// }
+///
+/// impl sluice_sdk::BodyPolicy for NonEmpty {
+///     fn on_request_body(&self, _req: &Request<'_>, body: &[u8], _ctx: &Context<'_>) -> RequestDecision {
+///         if body.is_empty() {
+///             RequestDecision::respond(400).body("empty body").into()
+///         } else {
+///             RequestDecision::Continue
+///         }
+///     }
+/// }
+///
+/// sluice_sdk::export_body_policy!(NonEmpty);
+/// ```
+///
+/// Only components exported with this macro export `on-request-body`, so only they make
+/// the gateway buffer request bodies. Natively the macro only checks that the type
+/// implements `BodyPolicy` (tests call it through
+/// [`crate::testing::TestHost::on_request_body`]).
+#[macro_export]
+macro_rules! export_body_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        const _: () = {
+            struct __SluiceExport;
+
+            ::std::thread_local! {
+                static __SLUICE_POLICY: ::core::cell::RefCell<::core::option::Option<$policy>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            impl $crate::__private::BodyGuest for __SluiceExport {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let policy = $crate::policy::build::<$policy>(&config)?;
+                    __SLUICE_POLICY
+                        .with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(policy));
+                    ::core::result::Result::Ok(())
+                }
+
+                fn on_request(
+                    req: &$crate::__private::RawRequest,
+                    ctx: &$crate::__private::RawContext,
+                ) -> $crate::__private::WitRequestDecision {
+                    __SLUICE_POLICY.with(|slot| {
+                        $crate::__private::on_request(slot.borrow().as_ref(), req, ctx)
+                    })
+                }
+
+                fn on_response(
+                    req: &$crate::__private::RawRequest,
+                    resp: &$crate::__private::RawResponse,
+                    ctx: &$crate::__private::RawContext,
+                ) -> $crate::__private::WitResponseDecision {
+                    __SLUICE_POLICY.with(|slot| {
+                        $crate::__private::on_response(slot.borrow().as_ref(), req, resp, ctx)
+                    })
+                }
+
+                fn on_request_body(
+                    req: &$crate::__private::RawRequest,
+                    ctx: &$crate::__private::RawContext,
+                    body: ::std::vec::Vec<u8>,
+                ) -> $crate::__private::WitRequestDecision {
+                    __SLUICE_POLICY.with(|slot| {
+                        $crate::__private::on_request_body(slot.borrow().as_ref(), req, ctx, &body)
+                    })
+                }
+            }
+
+            $crate::__private::body_bindings::__sluice_export_body_bindings!(
+                __SluiceExport with_types_in $crate::__private::body_bindings
+            );
+        };
+
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = $crate::__private::assert_body_policy::<$policy>;
+    };
+}
+
+/// Support for [`export_policy!`] and [`export_body_policy!`]; not a public API.
 #[doc(hidden)]
 pub mod __private {
     use crate::Policy;
@@ -73,22 +178,26 @@ pub mod __private {
     /// Compile-time check used by the native expansion of `export_policy!`.
     pub fn assert_policy<P: Policy>() {}
 
+    /// Compile-time check used by the native expansion of `export_body_policy!`.
+    pub fn assert_body_policy<P: crate::BodyPolicy>() {}
+
     #[cfg(target_arch = "wasm32")]
     pub use self::guest::*;
 
     #[cfg(target_arch = "wasm32")]
     mod guest {
-        pub use crate::host::wasm::bindings;
+        pub use crate::host::wasm::{bindings, body_bindings};
         pub use bindings::Guest;
         pub use bindings::sluice::policy::types::{
             Context as RawContext, RequestDecision as WitRequestDecision,
             RequestHead as RawRequest, ResponseDecision as WitResponseDecision,
             ResponseHead as RawResponse,
         };
+        pub use body_bindings::Guest as BodyGuest;
         pub use wit_bindgen;
 
         use crate::host::wasm::{request_decision, response_decision};
-        use crate::{Context, Policy, Request, Response};
+        use crate::{BodyPolicy, Context, Policy, Request, Response};
 
         const NOT_INITIALIZED: &str = "sluice-sdk: the gateway called the policy before init";
 
@@ -100,6 +209,17 @@ pub mod __private {
         ) -> WitRequestDecision {
             let policy = policy.expect(NOT_INITIALIZED);
             request_decision(policy.on_request(&Request::new(req), &Context::new(ctx)))
+        }
+
+        /// Runs `on_request_body` of the initialized policy.
+        pub fn on_request_body<P: BodyPolicy>(
+            policy: Option<&P>,
+            req: &RawRequest,
+            ctx: &RawContext,
+            body: &[u8],
+        ) -> WitRequestDecision {
+            let policy = policy.expect(NOT_INITIALIZED);
+            request_decision(policy.on_request_body(&Request::new(req), body, &Context::new(ctx)))
         }
 
         /// Runs `on_response` of the initialized policy.

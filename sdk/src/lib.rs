@@ -3,7 +3,10 @@
 //! A policy is a type implementing [`Policy`], exported with [`export_policy!`] and built
 //! to a WebAssembly component for the `sluice:policy@0.1.0` world. The gateway calls
 //! `init` once per configured instance with the route's configuration, then
-//! [`Policy::on_request`] and [`Policy::on_response`] for each request.
+//! [`Policy::on_request`] and [`Policy::on_response`] for each request. A policy that must
+//! see request bodies also implements [`BodyPolicy`] and is exported with
+//! [`export_body_policy!`] (the `body-policy` world): the gateway then buffers the body
+//! and calls [`BodyPolicy::on_request_body`].
 //!
 //! - Request, response and context: [`Request`], [`Response`], [`Context`].
 //! - Decisions: [`RequestDecision`] (`Continue | Edit | Respond`), [`ResponseDecision`],
@@ -37,7 +40,7 @@ pub use decision::{
 };
 #[doc(hidden)]
 pub use export::__private;
-pub use policy::Policy;
+pub use policy::{BodyPolicy, Policy};
 pub use request::{Request, Response};
 
 /// Lets the generated bindings name this crate by its external path.

@@ -136,7 +136,13 @@ impl<'a> Response<'a> {
         self.header(name).and_then(|v| String::from_utf8(v).ok())
     }
 
-    /// The names of all headers present.
+    /// Every value of the header `name` (case-insensitive), in order, e.g. each
+    /// `set-cookie`.
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        ResponseSource::header_all(self.raw, name)
+    }
+
+    /// The names of all headers present (lower-case, each once).
     pub fn header_names(&self) -> Vec<String> {
         ResponseSource::header_names(self.raw)
     }

@@ -1,11 +1,15 @@
 //! End-to-end tests: the real `sluice` binary, real sockets, real upstream servers.
 //! One test binary with one module per area (wasmtime's `tests/all` layout).
 
+mod bodies;
 mod defences;
+mod jwt;
 mod lifecycle;
+mod policies;
 mod protocols;
 mod routing;
 mod upstreams;
+mod wasi;
 
 /// A listener named `main` on a random loopback port, plus `extra` TOML.
 pub fn config(extra: &str) -> String {

@@ -9,6 +9,8 @@ mod duration;
 mod interpolate;
 mod locate;
 mod model;
+mod policy;
+mod upstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,8 @@ pub use duration::Dur;
 pub use interpolate::{MissingVar, interpolate};
 pub use locate::{KeyPath, Locator, Seg};
 pub use model::*;
+pub use policy::*;
+pub use upstream::*;
 
 /// The shipped default configuration, used by `sluice run` when no file exists.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../gateway.toml");

@@ -1,12 +1,12 @@
 //! What a policy's store holds, and the host side of every WIT interface: the request and
 //! response heads and the context (resources whose data lives in the store only for the
 //! duration of one call), and the capabilities (`log`, `clock`, `kv`, `rate-limit`,
-//! `analytics`, `outbound-http`).
+//! `analytics`, `outbound-http`). The WASI side of stores that need it is in [`super::wasi`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, Method};
 use wasmtime::component::Resource;
@@ -16,6 +16,7 @@ use super::bindings::sluice::policy::{
     analytics, clock, kv, log, outbound_http, rate_limit, types,
 };
 use super::capabilities::Capabilities;
+use super::wasi::WasiState;
 
 /// Marker type of the `request-head` resource (its data is [`RequestView`] in the store).
 pub struct RequestHeadRes;
@@ -88,6 +89,46 @@ pub struct HostState {
     pub(super) limits: StoreLimits,
     pub(super) caps: Arc<Capabilities>,
     pub(super) call: CallData,
+    /// WASI context and resource table, only for components that import `wasi:*`
+    /// (boxed, so that the stores of other components stay small).
+    pub(super) wasi: Option<Box<WasiState>>,
+    /// The CPU time of the current call (its deadline gives back host I/O waits).
+    pub(super) cpu: CpuClock,
+}
+
+/// The CPU time of a call: the wall time since it started, less the time it spent waiting
+/// in host I/O (outbound HTTP). The epoch ticker counts wall time, so the deadline callback
+/// uses this to keep a slow outbound request from counting against the CPU deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    started: Instant,
+    io_wait: Duration,
+}
+
+impl CpuClock {
+    /// Starts counting a new call.
+    pub fn start(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Time since the call started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Time since the call started outside host I/O waits.
+    pub fn used(&self) -> Duration {
+        self.elapsed().saturating_sub(self.io_wait)
+    }
+}
+
+impl Default for CpuClock {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            io_wait: Duration::ZERO,
+        }
+    }
 }
 
 impl HostState {
@@ -103,7 +144,15 @@ impl HostState {
                 .build(),
             caps,
             call: CallData::default(),
+            wasi: None,
+            cpu: CpuClock::default(),
         }
+    }
+
+    /// The same state with a WASI context (for components that import `wasi:*`).
+    pub(super) fn with_wasi(mut self, wasi: Box<WasiState>) -> Self {
+        self.wasi = Some(wasi);
+        self
     }
 }
 
@@ -376,6 +425,9 @@ impl outbound_http::Host for HostState {
         url: String,
         headers: Vec<types::Header>,
     ) -> wasmtime::Result<Result<outbound_http::Response, outbound_http::HttpError>> {
-        Ok(self.caps.outbound.get(&url, headers).await)
+        let started = Instant::now();
+        let response = self.caps.outbound.get(&url, headers).await;
+        self.cpu.io_wait += started.elapsed();
+        Ok(response)
     }
 }

@@ -1,5 +1,6 @@
 //! Policy instances: one configured use of a plugin on a route. Checks the component's
-//! imports against the grants, links only granted capabilities, keeps an `InstancePre`, and
+//! imports against the grants, links only granted capabilities (plus WASI, granting nothing,
+//! for components that import it; see [`super::wasi`]), keeps an `InstancePre`, and
 //! runs calls either on pooled instances (reused, recycled after N uses, discarded after any
 //! trap or cancelled call) or on a fresh instance per request (isolated).
 
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, Resource, TypedFunc};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::PolicyError;
 use super::bindings::sluice::policy::{
@@ -18,7 +19,8 @@ use super::bindings::sluice::policy::{
 use super::bindings::{Policy, PolicyPre};
 use super::capabilities::{Capabilities, Capability, Grants};
 use super::engine::{EPOCH_TICK, PolicyRuntime};
-use super::host::{CallData, ContextRes, HostState, RequestHeadRes, ResponseHeadRes};
+use super::host::{CallData, ContextRes, CpuClock, HostState, RequestHeadRes, ResponseHeadRes};
+use super::wasi::{self, WasiState};
 
 pub use types::{RequestDecision, ResponseDecision};
 
@@ -46,6 +48,21 @@ pub struct CallLimits {
     pub recycle_after: u32,
 }
 
+/// What happens when a call reaches its epoch deadline. The epoch ticker counts wall time,
+/// but time spent waiting in host I/O (an outbound request) is not CPU time: the deadline
+/// is extended by what is left of the CPU budget once those waits are given back (and
+/// never beyond the wall deadline); with nothing left, the call traps.
+fn extend_deadline(limits: &CallLimits, cpu: &CpuClock) -> UpdateDeadline {
+    let left = limits
+        .cpu
+        .saturating_sub(cpu.used())
+        .min(limits.wall.saturating_sub(cpu.elapsed()));
+    if left.is_zero() {
+        return UpdateDeadline::Interrupt;
+    }
+    UpdateDeadline::Continue((left.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64)
+}
+
 type BodyFunc =
     TypedFunc<(Resource<RequestHeadRes>, Resource<ContextRes>, Vec<u8>), (RequestDecision,)>;
 
@@ -56,11 +73,19 @@ struct Warm {
     uses: u32,
 }
 
-/// Builds a linker that defines only `grants` (plus the shared types).
-fn linker(engine: &Engine, grants: Grants) -> Result<Linker<HostState>, PolicyError> {
+/// Builds a linker that defines only `grants` (plus the shared types), and WASI p2 when
+/// `with_wasi`.
+fn linker(
+    engine: &Engine,
+    grants: Grants,
+    with_wasi: bool,
+) -> Result<Linker<HostState>, PolicyError> {
     let mut l = Linker::new(engine);
     let e = |e: wasmtime::Error| PolicyError::Engine(e.to_string());
     types::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+    if with_wasi {
+        wasi::add_to_linker(&mut l)?;
+    }
     if grants.has(Capability::Log) {
         log::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
     }
@@ -82,7 +107,8 @@ fn linker(engine: &Engine, grants: Grants) -> Result<Linker<HostState>, PolicyEr
     Ok(l)
 }
 
-/// Refuses a component that imports anything not granted (naming the import).
+/// Refuses a component that imports anything not granted (naming the import). `wasi:*`
+/// imports are accepted only for the WASI 0.2 interfaces Sluice links (granting nothing).
 pub fn check_imports(
     engine: &Engine,
     component: &wasmtime::component::Component,
@@ -96,6 +122,16 @@ pub fn check_imports(
             || name.starts_with("sluice:policy/types@")
         {
             continue;
+        }
+        if name.starts_with("wasi:") {
+            if wasi::is_provided(name) {
+                continue;
+            }
+            return Err(PolicyError::Invalid(format!(
+                "the component imports {name}, which Sluice does not provide \
+                 (it links only WASI 0.2 cli, clocks, filesystem, io, random and sockets, \
+                 granting nothing)"
+            )));
         }
         match Capability::from_import(name) {
             Some(c) if grants.has(c) => {}
@@ -133,6 +169,10 @@ pub struct PolicyInstance {
     pub plugin: String,
     pre: PolicyPre<HostState>,
     has_body: bool,
+    /// Whether the component imports WASI (its stores then carry a WASI context).
+    wasi: bool,
+    /// Whether its WASI clocks are real (the `clock` grant) rather than frozen.
+    wasi_clocks: bool,
     config_json: String,
     caps: Arc<Capabilities>,
     mode: InstanceMode,
@@ -161,7 +201,8 @@ impl PolicyInstance {
         limits: CallLimits,
     ) -> Result<Self, PolicyError> {
         check_imports(runtime.engine(), component, grants)?;
-        let l = linker(runtime.engine(), grants)?;
+        let wasi = wasi::imports_wasi(runtime.engine(), component);
+        let l = linker(runtime.engine(), grants, wasi)?;
         let ipre = l
             .instantiate_pre(component)
             .map_err(|e| PolicyError::Invalid(format!("cannot link the component: {e:#}")))?;
@@ -176,6 +217,8 @@ impl PolicyInstance {
             plugin,
             pre,
             has_body,
+            wasi,
+            wasi_clocks: grants.has(Capability::Clock),
             config_json,
             caps,
             mode,
@@ -198,18 +241,31 @@ impl PolicyInstance {
         self.has_body
     }
 
+    /// The epoch deadline of one call: the CPU deadline, but never beyond the wall deadline.
+    /// A guest that never returns to the host cannot be stopped by the wall-clock timer
+    /// around the call (the call never yields to it), only by the epoch deadline.
     fn deadline_ticks(&self) -> u64 {
-        (self.limits.cpu.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
+        let limit = self.limits.cpu.min(self.limits.wall);
+        (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
+    }
+
+    /// Starts the CPU clock and the epoch deadline of a call.
+    fn arm(&self, store: &mut Store<HostState>) {
+        store.data_mut().cpu.start();
+        store.set_epoch_deadline(self.deadline_ticks());
     }
 
     async fn instantiate(&self) -> Result<Warm, PolicyError> {
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
-        let mut store = Store::new(
-            self.pre.engine(),
-            HostState::new(self.caps.clone(), self.limits.max_memory),
-        );
+        let mut state = HostState::new(self.caps.clone(), self.limits.max_memory);
+        if self.wasi {
+            state = state.with_wasi(WasiState::new(&self.caps.plugin, self.wasi_clocks));
+        }
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        let limits = self.limits;
+        store.epoch_deadline_callback(move |ctx| Ok(extend_deadline(&limits, &ctx.data().cpu)));
+        self.arm(&mut store);
         let instance = tokio::time::timeout(
             self.limits.wall,
             self.pre.instance_pre().instantiate_async(&mut store),
@@ -230,7 +286,7 @@ impl PolicyInstance {
         } else {
             None
         };
-        store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut store);
         let init = tokio::time::timeout(
             self.limits.wall,
             bindings.call_init(&mut store, &self.config_json),
@@ -238,7 +294,7 @@ impl PolicyInstance {
         .await
         .map_err(|_| PolicyError::Timeout)?
         .map_err(|e| PolicyError::trap("init", e))?;
-        init.map_err(PolicyError::Init)?;
+        init.map_err(PolicyError::init)?;
         Ok(Warm {
             store,
             bindings,
@@ -270,7 +326,7 @@ impl PolicyInstance {
     async fn begin(&self, data: &mut CallData) -> Result<Warm, PolicyError> {
         let mut w = self.take().await?;
         std::mem::swap(&mut w.store.data_mut().call, data);
-        w.store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut w.store);
         Ok(w)
     }
 

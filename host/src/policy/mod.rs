@@ -4,6 +4,7 @@
 //! - [`capabilities`]: grantable host interfaces and what they reach;
 //! - [`host`]: store data and the host side of every interface;
 //! - [`instance`]: a configured policy, its linker, `InstancePre` and instance pool;
+//! - [`wasi`]: WASI 0.2 for components that import it, with a context that grants nothing;
 //! - [`pipeline`]: a route's ordered policies and how their decisions apply.
 
 mod bindings;
@@ -13,6 +14,7 @@ pub mod env;
 mod error;
 pub mod host;
 pub mod instance;
+pub mod wasi;
 
 /// The WIT types (headers, edits, decisions) as generated for the host.
 pub use bindings::sluice::policy::types as wit;

@@ -209,10 +209,16 @@ pub(super) async fn request_phase(
         .map_err(|_| ProxyError::BadRequest("a policy produced an invalid URI"))?;
     parts.headers = data.req.headers.clone();
     if let Some(b) = buffered {
+        // A buffered body is sent with a length; a request that had no body stays bodiless.
+        let had_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || parts.headers.contains_key(http::header::CONTENT_LENGTH)
+            || !b.is_empty();
         parts.headers.remove(http::header::TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+        if had_body {
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+        }
         body = body::full(b);
     }
     Ok(Outcome::Forward {

@@ -16,7 +16,7 @@ pub struct Aggregate {
     pub count: u64,
     /// Sum of `latency_us` fields.
     pub latency_us_sum: u64,
-    /// Sum of `bytes` fields.
+    /// Sum of `response_bytes` fields (as emitted by the `analytics` policy).
     pub bytes_sum: u64,
 }
 
@@ -70,7 +70,7 @@ impl AnalyticsSink {
             let a = agg.entry(key).or_default();
             a.count += 1;
             a.latency_us_sum += num("latency_us");
-            a.bytes_sum += num("bytes");
+            a.bytes_sum += num("response_bytes");
         }
         self.file.write_value(&serde_json::Value::Object(obj));
     }

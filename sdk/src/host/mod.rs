@@ -59,6 +59,7 @@ pub(crate) trait RequestSource {
 pub(crate) trait ResponseSource {
     fn status(&self) -> u16;
     fn header(&self, name: &str) -> Option<Vec<u8>>;
+    fn header_all(&self, name: &str) -> Vec<Vec<u8>>;
     fn header_names(&self) -> Vec<String>;
 }
 

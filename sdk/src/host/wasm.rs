@@ -13,8 +13,10 @@ use crate::kv::KvError;
 use crate::log::Level;
 use crate::rate_limit::{Limit, Verdict};
 
-/// The generated bindings. The export glue is emitted by [`crate::export_policy!`] in the
-/// policy's own crate, together with the component-type section.
+/// The generated bindings of the header-only `policy` world: every interface (the shared
+/// types and the capability imports) and the world's exports. The export glue is emitted by
+/// [`crate::export_policy!`] in the policy's own crate, together with the component-type
+/// section, so a crate's component exports only the world its macro names.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -24,6 +26,30 @@ pub mod bindings {
         export_macro_name: "__sluice_export_bindings",
         default_bindings_module: "sluice_sdk::__private::bindings",
         runtime_path: "sluice_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+/// The generated bindings of the `body-policy` world: only its exports (which add
+/// `on-request-body`). Every interface is mapped onto [`bindings`], so both worlds share one
+/// set of types and imports. The export glue is emitted by [`crate::export_body_policy!`].
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod body_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/policy.wit",
+        world: "body-policy",
+        pub_export_macro: true,
+        export_macro_name: "__sluice_export_body_bindings",
+        default_bindings_module: "sluice_sdk::__private::body_bindings",
+        runtime_path: "sluice_sdk::__private::wit_bindgen::rt",
+        with: {
+            "sluice:policy/types@0.1.0": crate::host::wasm::bindings::sluice::policy::types,
+            "sluice:policy/log@0.1.0": crate::host::wasm::bindings::sluice::policy::log,
+            "sluice:policy/clock@0.1.0": crate::host::wasm::bindings::sluice::policy::clock,
+            "sluice:policy/kv@0.1.0": crate::host::wasm::bindings::sluice::policy::kv,
+            "sluice:policy/rate-limit@0.1.0": crate::host::wasm::bindings::sluice::policy::rate_limit,
+            "sluice:policy/analytics@0.1.0": crate::host::wasm::bindings::sluice::policy::analytics,
+            "sluice:policy/outbound-http@0.1.0": crate::host::wasm::bindings::sluice::policy::outbound_http,
+        },
     });
 }
 
@@ -182,6 +208,9 @@ impl ResponseSource for RawResponse {
     }
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         RawResponse::header(self, name)
+    }
+    fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        RawResponse::header_all(self, name)
     }
     fn header_names(&self) -> Vec<String> {
         RawResponse::header_names(self)

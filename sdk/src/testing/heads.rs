@@ -163,6 +163,14 @@ fn first(headers: &[Header], name: &str) -> Option<Vec<u8>> {
         .map(|h| h.value.clone())
 }
 
+fn all(headers: &[Header], name: &str) -> Vec<Vec<u8>> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.clone())
+        .collect()
+}
+
 impl RequestSource for TestRequest {
     fn method(&self) -> String {
         self.method.clone()
@@ -183,11 +191,7 @@ impl RequestSource for TestRequest {
         first(&self.headers, name)
     }
     fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.clone())
-            .collect()
+        all(&self.headers, name)
     }
     fn header_names(&self) -> Vec<String> {
         names(&self.headers)
@@ -266,6 +270,9 @@ impl ResponseSource for TestResponse {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         first(&self.headers, name)
     }
+    fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        all(&self.headers, name)
+    }
     fn header_names(&self) -> Vec<String> {
         names(&self.headers)
     }
@@ -336,6 +343,22 @@ mod tests {
         assert_eq!(r.header_all("X-KEY").len(), 2);
         assert_eq!(r.header_names(), vec!["x-key".to_owned()]);
         assert_eq!(r.client_ip_addr(), Some("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn response_reads_every_value_of_a_header() {
+        let resp = TestResponse::new(200)
+            .header("Set-Cookie", "a=1")
+            .header("x-other", "x")
+            .header("set-cookie", "b=2");
+        let r = resp.as_response();
+        assert_eq!(
+            r.header_all("SET-COOKIE"),
+            vec![b"a=1".to_vec(), b"b=2".to_vec()]
+        );
+        assert!(r.header_all("absent").is_empty());
+        assert_eq!(r.header_str("set-cookie").as_deref(), Some("a=1"));
+        assert_eq!(r.header_names(), vec!["set-cookie", "x-other"]);
     }
 
     #[test]

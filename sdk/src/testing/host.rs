@@ -6,13 +6,13 @@ use std::fmt;
 use std::rc::Rc;
 
 use super::{TestContext, TestRequest, TestResponse};
-use crate::Policy;
 use crate::decision::{Header, RequestDecision, ResponseDecision};
 use crate::host::fake::{self, FakeState};
 use crate::http::{HttpError, HttpResponse};
 use crate::kv::KvError;
 use crate::log::Level;
 use crate::rate_limit::Limit;
+use crate::{BodyPolicy, Policy};
 
 /// A host capability, as named in the gateway's `grants`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -175,6 +175,20 @@ impl TestHost {
     ) -> RequestDecision {
         self.activate();
         policy.on_request(&req.as_request(), &ctx.as_context())
+    }
+
+    /// Calls the policy's `on_request_body` with `body`, as the gateway does after
+    /// `on_request` continued (pass the request with `on_request`'s edits applied, e.g.
+    /// `req.apply(&edits)`).
+    pub fn on_request_body<P: BodyPolicy>(
+        &self,
+        policy: &P,
+        req: &TestRequest,
+        body: &[u8],
+        ctx: &TestContext,
+    ) -> RequestDecision {
+        self.activate();
+        policy.on_request_body(&req.as_request(), body, &ctx.as_context())
     }
 
     /// Calls the policy's `on_response`.
@@ -367,6 +381,43 @@ mod tests {
     fn ungranted_capability_panics() {
         let _host = TestHost::with_grants(&[Capability::Log]);
         let _ = kv::get("x");
+    }
+
+    /// A body policy that logs what it sees and echoes the body's length in a header.
+    struct BodyLength;
+
+    impl Policy for BodyLength {
+        type Config = serde_json::Value;
+        fn new(_config: serde_json::Value) -> Result<Self, String> {
+            Ok(Self)
+        }
+    }
+
+    impl BodyPolicy for BodyLength {
+        fn on_request_body(
+            &self,
+            req: &crate::Request<'_>,
+            body: &[u8],
+            ctx: &crate::Context<'_>,
+        ) -> RequestDecision {
+            log::info!("{} {}", req.path(), body.len());
+            ctx.set("body.seen", "yes");
+            crate::Edits::new()
+                .set_header("x-len", body.len().to_string())
+                .into()
+        }
+    }
+
+    #[test]
+    fn calls_on_request_body_on_the_fake_host() {
+        let host = TestHost::with_grants(&[Capability::Log]);
+        let p: BodyLength = host.init(serde_json::json!({})).unwrap();
+        let req = TestRequest::post("/upload");
+        let ctx = TestContext::new();
+        let d = host.on_request_body(&p, &req, b"four", &ctx);
+        assert_eq!(req.apply(d.edits().unwrap()).get_header("x-len"), Some("4"));
+        assert_eq!(ctx.get("body.seen").as_deref(), Some("yes"));
+        assert_eq!(host.logs()[0].message, "/upload 4");
     }
 
     #[test]
