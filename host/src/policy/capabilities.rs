@@ -107,10 +107,8 @@ impl Outbound {
         let connect = Duration::from_secs(2);
         Self {
             allow,
-            plain: build(Connector::new(connect, None).expect("no SNI override")),
-            tls: tls.map(|cfg| {
-                build(Connector::new(connect, Some((cfg, None))).expect("no SNI override"))
-            }),
+            plain: build(Connector::new(connect, None)),
+            tls: tls.map(|cfg| build(Connector::new(connect, Some((cfg, None))))),
             timeout: OUTBOUND_TIMEOUT,
             max_bytes: OUTBOUND_MAX_BYTES,
         }

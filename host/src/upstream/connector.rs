@@ -42,25 +42,14 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector with a connect timeout and optional TLS (`sni` overrides the name).
+    /// A connector with a connect timeout and optional TLS (`sni` overrides the name
+    /// sent and verified; default: the target's host).
     pub fn new(
         timeout: Duration,
-        tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
-    ) -> Result<Self, String> {
-        let tls = match tls {
-            None => None,
-            Some((cfg, sni)) => {
-                let name = match sni {
-                    Some(s) => Some(
-                        ServerName::try_from(s.clone())
-                            .map_err(|_| format!("invalid SNI name {s:?}"))?,
-                    ),
-                    None => None,
-                };
-                Some((TlsConnector::from(cfg), name))
-            }
-        };
-        Ok(Self { timeout, tls })
+        tls: Option<(Arc<rustls::ClientConfig>, Option<ServerName<'static>>)>,
+    ) -> Self {
+        let tls = tls.map(|(cfg, sni)| (TlsConnector::from(cfg), sni));
+        Self { timeout, tls }
     }
 }
 

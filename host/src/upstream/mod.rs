@@ -140,21 +140,27 @@ impl UpstreamGroup {
         let h2 = cfg.protocol == UpstreamProtocol::H2;
         let tls = match &cfg.tls {
             None => None,
-            Some(t) => match crate::tls::client_config(t, h2) {
-                Ok(c) => Some((c, t.sni.clone())),
-                Err(es) => {
-                    errors.extend(es.into_iter().map(|(f, m)| (format!("tls.{f}"), m)));
-                    None
+            Some(t) => {
+                let sni = match &t.sni {
+                    None => None,
+                    Some(s) => match rustls::pki_types::ServerName::try_from(s.clone()) {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            errors.push(("tls.sni".into(), format!("invalid SNI name {s:?}")));
+                            None
+                        }
+                    },
+                };
+                match crate::tls::client_config(t, h2) {
+                    Ok(c) => Some((c, sni)),
+                    Err(es) => {
+                        errors.extend(es.into_iter().map(|(f, m)| (format!("tls.{f}"), m)));
+                        None
+                    }
                 }
-            },
-        };
-        let connector = match Connector::new(cfg.connect_timeout.get(), tls) {
-            Ok(c) => c,
-            Err(m) => {
-                errors.push(("tls.sni".into(), m));
-                return Err(errors);
             }
         };
+        let connector = Connector::new(cfg.connect_timeout.get(), tls);
         if !errors.is_empty() {
             return Err(errors);
         }
