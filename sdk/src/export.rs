@@ -29,39 +29,10 @@ macro_rules! export_policy {
         const _: () = {
             struct __SluiceExport;
 
-            ::std::thread_local! {
-                static __SLUICE_POLICY: ::core::cell::RefCell<::core::option::Option<$policy>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
-            }
+            $crate::__sluice_policy_slot!(__SLUICE_POLICY, $policy);
 
             impl $crate::__private::Guest for __SluiceExport {
-                fn init(
-                    config: ::std::string::String,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    let policy = $crate::policy::build::<$policy>(&config)?;
-                    __SLUICE_POLICY
-                        .with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(policy));
-                    ::core::result::Result::Ok(())
-                }
-
-                fn on_request(
-                    req: &$crate::__private::RawRequest,
-                    ctx: &$crate::__private::RawContext,
-                ) -> $crate::__private::WitRequestDecision {
-                    __SLUICE_POLICY.with(|slot| {
-                        $crate::__private::on_request(slot.borrow().as_ref(), req, ctx)
-                    })
-                }
-
-                fn on_response(
-                    req: &$crate::__private::RawRequest,
-                    resp: &$crate::__private::RawResponse,
-                    ctx: &$crate::__private::RawContext,
-                ) -> $crate::__private::WitResponseDecision {
-                    __SLUICE_POLICY.with(|slot| {
-                        $crate::__private::on_response(slot.borrow().as_ref(), req, resp, ctx)
-                    })
-                }
+                $crate::__sluice_guest_methods!(__SLUICE_POLICY, $policy);
             }
 
             $crate::__private::bindings::__sluice_export_bindings!(
@@ -115,39 +86,10 @@ macro_rules! export_body_policy {
         const _: () = {
             struct __SluiceExport;
 
-            ::std::thread_local! {
-                static __SLUICE_POLICY: ::core::cell::RefCell<::core::option::Option<$policy>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
-            }
+            $crate::__sluice_policy_slot!(__SLUICE_POLICY, $policy);
 
             impl $crate::__private::BodyGuest for __SluiceExport {
-                fn init(
-                    config: ::std::string::String,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    let policy = $crate::policy::build::<$policy>(&config)?;
-                    __SLUICE_POLICY
-                        .with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(policy));
-                    ::core::result::Result::Ok(())
-                }
-
-                fn on_request(
-                    req: &$crate::__private::RawRequest,
-                    ctx: &$crate::__private::RawContext,
-                ) -> $crate::__private::WitRequestDecision {
-                    __SLUICE_POLICY.with(|slot| {
-                        $crate::__private::on_request(slot.borrow().as_ref(), req, ctx)
-                    })
-                }
-
-                fn on_response(
-                    req: &$crate::__private::RawRequest,
-                    resp: &$crate::__private::RawResponse,
-                    ctx: &$crate::__private::RawContext,
-                ) -> $crate::__private::WitResponseDecision {
-                    __SLUICE_POLICY.with(|slot| {
-                        $crate::__private::on_response(slot.borrow().as_ref(), req, resp, ctx)
-                    })
-                }
+                $crate::__sluice_guest_methods!(__SLUICE_POLICY, $policy);
 
                 fn on_request_body(
                     req: &$crate::__private::RawRequest,
@@ -167,6 +109,51 @@ macro_rules! export_body_policy {
 
         #[cfg(not(target_arch = "wasm32"))]
         const _: fn() = $crate::__private::assert_body_policy::<$policy>;
+    };
+}
+
+/// The instance's policy slot (a thread-local `RefCell<Option<P>>` named `$slot`); shared
+/// by both export macros. Not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sluice_policy_slot {
+    ($slot:ident, $policy:ty) => {
+        ::std::thread_local! {
+            static $slot: ::core::cell::RefCell<::core::option::Option<$policy>> =
+                const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        }
+    };
+}
+
+/// `init`, `on-request` and `on-response` over the slot `$slot`; shared by both export
+/// macros (the `policy` and `body-policy` worlds export the same three). Not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sluice_guest_methods {
+    ($slot:ident, $policy:ty) => {
+        fn init(
+            config: ::std::string::String,
+        ) -> ::core::result::Result<(), ::std::string::String> {
+            let policy = $crate::policy::build::<$policy>(&config)?;
+            $slot.with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(policy));
+            ::core::result::Result::Ok(())
+        }
+
+        fn on_request(
+            req: &$crate::__private::RawRequest,
+            ctx: &$crate::__private::RawContext,
+        ) -> $crate::__private::WitRequestDecision {
+            $slot.with(|slot| $crate::__private::on_request(slot.borrow().as_ref(), req, ctx))
+        }
+
+        fn on_response(
+            req: &$crate::__private::RawRequest,
+            resp: &$crate::__private::RawResponse,
+            ctx: &$crate::__private::RawContext,
+        ) -> $crate::__private::WitResponseDecision {
+            $slot
+                .with(|slot| $crate::__private::on_response(slot.borrow().as_ref(), req, resp, ctx))
+        }
     };
 }
 
