@@ -86,11 +86,11 @@ impl MemoryKv {
 
     fn with<R>(&self, ns: &str, f: impl FnOnce(&mut Namespace, Instant) -> R) -> R {
         let mut spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
-        if !spaces.contains_key(ns) {
-            spaces.insert(ns.to_string(), Namespace::default());
+        let now = Instant::now();
+        if let Some(space) = spaces.get_mut(ns) {
+            return f(space, now);
         }
-        let space = spaces.get_mut(ns).expect("inserted above");
-        f(space, Instant::now())
+        f(spaces.entry(ns.to_string()).or_default(), now)
     }
 
     fn put(
