@@ -285,12 +285,3 @@ pub fn close_after(resp: &mut Response<BoxBody>) {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
-
-/// Compile-time check: the request future must be `Send` (HTTP/2 and the graceful
-/// shutdown of every connection kind require it).
-#[allow(dead_code)]
-fn _assert_send(s: Arc<Shared>, c: Arc<ConnInfo>, r: Request<Incoming>) {
-    fn is_send<T: Send>(_: &T) {}
-    let f = handle(s, c, r);
-    is_send(&f);
-}
