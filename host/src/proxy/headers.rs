@@ -90,20 +90,15 @@ pub fn set_forwarded(
     let xfh = HeaderName::from_static("x-forwarded-host");
     let peer_str = peer.to_string();
     if is_trusted(peer, trusted) {
-        let prior: Vec<String> = headers
+        let client = client_ip(peer, headers, trusted);
+        let prior: Vec<&str> = headers
             .get_all(&xff)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|s| s.trim().to_string())
+            .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
-        let client = prior
-            .iter()
-            .rev()
-            .filter_map(|s| s.parse::<IpAddr>().ok())
-            .find(|ip| !is_trusted(*ip, trusted))
-            .unwrap_or(peer);
         let mut all = prior.join(", ");
         if !all.is_empty() {
             all.push_str(", ");
