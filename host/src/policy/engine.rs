@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +24,37 @@ const POOL_INSTANCES: u32 = 2000;
 /// Largest component accepted for compilation.
 pub const MAX_COMPONENT_BYTES: usize = 50 * 1024 * 1024;
 
+/// Drives the engine's epoch, but only while some guest code may be running: the ticker
+/// thread parks when no call is active, so an idle gateway (or one whose routes call no
+/// policy) pays no wake-ups.
+pub struct Ticker {
+    active: AtomicUsize,
+    thread: std::thread::Thread,
+}
+
+/// Keeps the ticker running for as long as it lives; hold one around every guest call.
+pub struct Ticking<'a>(&'a Ticker);
+
+impl Ticker {
+    /// Marks a guest call as active (waking the ticker if it was parked).
+    pub fn enter(&self) -> Ticking<'_> {
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        Ticking(self)
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The engine and the compiled components, shared by every snapshot.
 pub struct PolicyRuntime {
     engine: Engine,
+    ticker: Arc<Ticker>,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<String, Component>>,
 }
@@ -52,22 +81,37 @@ impl PolicyRuntime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let weak = engine.weak();
-        std::thread::Builder::new()
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Ticker>>();
+        let handle = std::thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
+                let Ok(ticker) = rx.recv() else { return };
                 while let Some(engine) = weak.upgrade() {
+                    if ticker.active.load(Ordering::Acquire) == 0 {
+                        drop(engine);
+                        // `enter` unparks after raising the count; an unpark that comes
+                        // before this park makes it return at once, so none is lost.
+                        std::thread::park();
+                        continue;
+                    }
                     engine.increment_epoch();
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
             .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let ticker = Arc::new(Ticker {
+            active: AtomicUsize::new(0),
+            thread: handle.thread().clone(),
+        });
+        let _ = tx.send(ticker.clone());
         if let Some(dir) = &cache_dir {
             create_private_dir(dir)
                 .map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;
         }
         Ok(Arc::new(Self {
             engine,
+            ticker,
             cache_dir,
             compiled: Mutex::new(HashMap::new()),
         }))
@@ -76,6 +120,11 @@ impl PolicyRuntime {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The epoch ticker, to hold [`Ticking`] around guest calls.
+    pub fn ticker(&self) -> Arc<Ticker> {
+        self.ticker.clone()
     }
 
     fn artifact_path(&self, digest: &str) -> Option<PathBuf> {

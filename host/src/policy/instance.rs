@@ -18,7 +18,7 @@ use super::bindings::sluice::policy::{
 };
 use super::bindings::{Policy, PolicyPre};
 use super::capabilities::{Capabilities, Capability, Grants};
-use super::engine::{EPOCH_TICK, PolicyRuntime};
+use super::engine::{EPOCH_TICK, PolicyRuntime, Ticker};
 use super::host::{CallData, ContextRes, CpuClock, HostState, RequestHeadRes, ResponseHeadRes};
 use super::wasi::{self, WasiState};
 
@@ -178,6 +178,7 @@ pub struct PolicyInstance {
     mode: InstanceMode,
     limits: CallLimits,
     pool: Mutex<Vec<Warm>>,
+    ticker: Arc<Ticker>,
     /// Counters.
     pub stats: PolicyStats,
 }
@@ -224,6 +225,7 @@ impl PolicyInstance {
             mode,
             limits,
             pool: Mutex::new(Vec::new()),
+            ticker: runtime.ticker(),
             stats: PolicyStats::default(),
         };
         let warm = this.instantiate().await?;
@@ -256,6 +258,7 @@ impl PolicyInstance {
     }
 
     async fn instantiate(&self) -> Result<Warm, PolicyError> {
+        let _ticking = self.ticker.enter();
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let mut state = HostState::new(self.caps.clone(), self.limits.max_memory);
         if self.wasi {
@@ -351,6 +354,7 @@ impl PolicyInstance {
 
     /// Calls `on-request`.
     pub async fn on_request(&self, data: &mut CallData) -> Result<RequestDecision, PolicyError> {
+        let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
         let call = w.bindings.call_on_request(
             &mut w.store,
@@ -367,6 +371,7 @@ impl PolicyInstance {
         data: &mut CallData,
         body: Vec<u8>,
     ) -> Result<RequestDecision, PolicyError> {
+        let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
         let Some(f) = w.body else {
             return self.finish(
@@ -386,6 +391,7 @@ impl PolicyInstance {
 
     /// Calls `on-response`.
     pub async fn on_response(&self, data: &mut CallData) -> Result<ResponseDecision, PolicyError> {
+        let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
         let call = w.bindings.call_on_response(
             &mut w.store,
