@@ -2,10 +2,20 @@
 
 # Run every test: guest (policy) unit tests and components, host unit tests, then
 # end-to-end tests against the real binary and the built policy components.
-test: plugins python-plugin wasi-probe
+test: plugins python-plugin wasi-probe redis
     cd plugins && cargo test --locked --workspace
     cargo build --locked -p sluice --bin sluice
     cargo test --locked --workspace
+
+# Install redis-server (the state tests start their own instances) when it is absent.
+redis:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v redis-server >/dev/null && exit 0
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server
+    # The packaged service is not needed: tests run their own servers on free ports.
+    $sudo systemctl disable --now redis-server 2>/dev/null || true
 
 # Build the SDK and every policy to WebAssembly components
 # (plugins/target/wasm32-unknown-unknown/release/*.wasm).

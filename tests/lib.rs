@@ -9,10 +9,12 @@
 #![allow(missing_docs)]
 
 pub mod gateway;
+pub mod redis;
 pub mod tls;
 pub mod upstream;
 
 pub use gateway::Gateway;
+pub use redis::RedisServer;
 pub use upstream::{Seen, Upstream};
 
 use std::time::Duration;

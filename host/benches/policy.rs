@@ -55,15 +55,16 @@ fn request() -> CallData {
 
 fn instance(rt: &tokio::runtime::Runtime, mode: InstanceMode) -> PolicyInstance {
     let bytes = std::fs::read(noop_path()).expect("build the plugins first: just plugins");
-    let env = PolicyEnv::new(&PolicySettings::default(), None).unwrap();
+    let store = sluice::state::Store::in_memory(None, None, Default::default()).unwrap();
+    let env = PolicyEnv::new(&PolicySettings::default(), std::sync::Arc::new(store), None).unwrap();
     let runtime = env.runtime().unwrap();
     let (component, _) = runtime.compile(&bytes).unwrap();
+    let policy: sluice::config::PolicyRef = toml::from_str("plugin = \"bench\"").unwrap();
     let caps = Arc::new(Capabilities {
         plugin: "bench".into(),
-        namespace: "bench".into(),
         epoch: Instant::now(),
-        kv: env.kv.clone(),
-        limiter: env.limiter("bench"),
+        kv: env.kv("bench", &policy).unwrap(),
+        limiter: env.limiter("bench", &policy).unwrap(),
         analytics: env.analytics.clone(),
         outbound: Outbound::new(Vec::new(), None),
     });

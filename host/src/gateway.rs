@@ -12,6 +12,7 @@ use crate::policy::PolicyEnv;
 use crate::proxy::Shared;
 use crate::server::{self, Lifecycle};
 use crate::snapshot::Snapshot;
+use crate::state::{KvLimits, Store};
 use crate::telemetry::AccessLog;
 
 /// Where the configuration comes from.
@@ -61,17 +62,55 @@ pub fn load_config(source: &Source) -> Result<Loaded, ConfigError> {
     }
 }
 
+/// What a policy environment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Serving: opens the configured store and connects to Redis.
+    Serve,
+    /// Checking a configuration (`sluice validate`): an in-memory store, no connections, so
+    /// it works next to a running gateway.
+    Check,
+}
+
 /// Creates the policy environment (kept for the life of the process) for a configuration.
-pub fn policy_env(loaded: &Loaded) -> Result<Arc<PolicyEnv>, ConfigError> {
-    let settings = &loaded.config.policy;
-    PolicyEnv::new(settings, Some(settings.cache_dir.clone())).map_err(|e| {
-        loaded.error(vec![config::Issue::new(
-            config::KeyPath::default()
-                .key("policy")
-                .key("analytics_path"),
-            format!("cannot open: {e}"),
-        )])
-    })
+pub fn policy_env(loaded: &Loaded, purpose: Purpose) -> Result<Arc<PolicyEnv>, ConfigError> {
+    let c = &loaded.config;
+    let at = |path: &[&str], message: String| {
+        let key = path
+            .iter()
+            .fold(config::KeyPath::default(), |k, p| k.key(*p));
+        loaded.error(vec![config::Issue::new(key, message)])
+    };
+    let limits = KvLimits {
+        max_key_bytes: c.policy.kv_max_key_bytes,
+        max_value_bytes: c.policy.kv_max_value_bytes,
+        max_keys: c.policy.kv_max_keys,
+    };
+    let tls = match c.redis.as_ref().and_then(|r| r.tls_ca.clone()) {
+        None => None,
+        Some(ca) => {
+            let tls = config::UpstreamTls { ca, sni: None };
+            let cfg = crate::tls::client_config(&tls, false)
+                .map_err(|es| at(&["redis", "tls_ca"], es.into_iter().map(|e| e.1).collect()))?;
+            let mut cfg = Arc::unwrap_or_clone(cfg);
+            cfg.alpn_protocols.clear();
+            Some(cfg)
+        }
+    };
+    let store = match purpose {
+        Purpose::Serve => Store::open(&c.state, c.redis.as_ref(), tls, limits),
+        Purpose::Check => Store::in_memory(c.redis.as_ref(), tls, limits),
+    }
+    .map_err(|e| {
+        let key = if e.starts_with("redis.url") {
+            ["redis", "url"]
+        } else {
+            ["state", "path"]
+        };
+        at(&key, e)
+    })?;
+    PolicyEnv::new(&c.policy, Arc::new(store), Some(c.policy.cache_dir.clone()))
+        .map_err(|e| at(&["policy", "analytics_path"], format!("cannot open: {e}")))
 }
 
 /// Compiles a parsed configuration into a snapshot (instantiating every policy).
@@ -79,6 +118,23 @@ pub async fn build(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, Con
     Snapshot::build(&loaded.config, env)
         .await
         .map_err(|issues| loaded.error(issues))
+}
+
+/// Removes expired kv entries from the embedded store every `every`.
+fn sweep_expired(store: Arc<Store>, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match store.local_kv.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "expired kv entries swept"),
+                Err(e) => tracing::warn!(error = %e, "kv sweep failed"),
+            }
+        }
+    });
 }
 
 /// Runs the gateway until SIGTERM/SIGINT and the drain complete.
@@ -106,6 +162,15 @@ pub async fn run(source: Source, snap: Snapshot) -> Result<(), StartError> {
     };
     let limits = snap.config.limits.clone();
     let drain_timeout = snap.config.gateway.drain_timeout.get();
+    sweep_expired(
+        snap.policy_env.store.clone(),
+        snap.config.state.sweep_interval.get(),
+    );
+    if let (Some(redis), Some(r)) = (&snap.policy_env.store.redis, &snap.config.redis)
+        && !redis.wait_connected(r.connect_timeout.get()).await
+    {
+        tracing::warn!(redis = %r.url_for_logs(), "redis is unreachable; starting degraded (each policy's on_backend_error applies until it connects)");
+    }
     snap.activate();
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snap),

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             };
             let checked = rt.block_on(async {
                 let loaded = gateway::load_config(&Source::File(path.clone()))?;
-                let env = gateway::policy_env(&loaded)?;
+                let env = gateway::policy_env(&loaded, gateway::Purpose::Check)?;
                 gateway::build(&loaded, env).await
             });
             match checked {
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                 }
             };
             let started = rt.block_on(async {
-                let env = gateway::policy_env(&loaded)?;
+                let env = gateway::policy_env(&loaded, gateway::Purpose::Serve)?;
                 let snap = gateway::build(&loaded, env).await?;
                 gateway::run(source, snap).await
             });

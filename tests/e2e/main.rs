@@ -8,6 +8,7 @@ mod lifecycle;
 mod policies;
 mod protocols;
 mod routing;
+mod state;
 mod upstreams;
 mod wasi;
 

@@ -24,8 +24,9 @@ const BOB_SHA256: &str = "a8d03014f0b310a87ce329e6cad51d77e4ef3b2529f27424c2b31f
 const HOSTILE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The first-party components and fixtures these tests load (file stems).
-const COMPONENTS: [&str; 9] = [
+const COMPONENTS: [&str; 10] = [
     "noop",
+    "kv_probe",
     "echo_attrs",
     "hostile",
     "key_auth",
@@ -43,13 +44,13 @@ fn cache_dir() -> std::path::PathBuf {
 }
 
 /// `[policy]` pointing at the shared cache.
-fn policy_settings() -> String {
+pub(crate) fn policy_settings() -> String {
     format!("[policy]\ncache_dir = \"{}\"\n\n", cache_dir().display())
 }
 
 /// Compiles every component once into the shared cache (with `sluice validate`, which has
 /// no start-up deadline), so that gateways started by the tests come up quickly.
-fn warm_cache() {
+pub(crate) fn warm_cache() {
     static WARM: Once = Once::new();
     WARM.call_once(|| {
         let mut cfg = policy_settings();
@@ -62,7 +63,7 @@ fn warm_cache() {
 }
 
 /// `[plugins.NAME]` for the component `file` plus `extra` TOML lines.
-fn plugin(name: &str, file: &str, extra: &str) -> String {
+pub(crate) fn plugin(name: &str, file: &str, extra: &str) -> String {
     format!(
         "[plugins.{name}]\npath = \"{}\"\n{extra}\n\n",
         plugin_path(file).display()
@@ -89,7 +90,7 @@ fn start(body: &str) -> Gateway {
 }
 
 /// Sends `method url` with `headers` and an empty body.
-async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+pub(crate) async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
     let mut b = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);

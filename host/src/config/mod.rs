@@ -10,6 +10,7 @@ mod interpolate;
 mod locate;
 mod model;
 mod policy;
+mod state;
 mod upstream;
 
 use std::fmt;
@@ -20,6 +21,7 @@ pub use interpolate::{MissingVar, interpolate};
 pub use locate::{KeyPath, Locator, Seg};
 pub use model::*;
 pub use policy::*;
+pub use state::*;
 pub use upstream::*;
 
 /// The shipped default configuration, used by `sluice run` when no file exists.
@@ -198,6 +200,10 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         }
     }
     fix(&mut config.policy.cache_dir);
+    fix(&mut config.state.path);
+    if let Some(ca) = config.redis.as_mut().and_then(|r| r.tls_ca.as_mut()) {
+        fix(ca);
+    }
     for p in config.plugins.values_mut() {
         fix(&mut p.path);
         if let Some(ca) = &mut p.outbound_ca {

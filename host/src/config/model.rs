@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::duration::Dur;
 use super::policy::{Plugin, PolicyRef, PolicySettings};
+use super::state::{RedisSettings, StateSettings};
 use super::upstream::Upstream;
 
 /// Default bound on simultaneously open client connections per gateway.
@@ -44,6 +45,10 @@ pub struct Config {
     pub policy: PolicySettings,
     /// Policy plugins (WebAssembly components) by name. Default: none.
     pub plugins: BTreeMap<String, Plugin>,
+    /// The embedded store.
+    pub state: StateSettings,
+    /// A shared Redis for the `redis` and `hybrid` state backends. Default: none.
+    pub redis: Option<RedisSettings>,
 }
 
 /// Process-wide settings.

@@ -106,6 +106,15 @@ pub struct PolicyRef {
     /// Run the policy only for requests matching this condition. Default: always.
     #[serde(default)]
     pub when: Option<PolicyCondition>,
+    /// Where this policy's `kv` entries live: `local` or `redis`. Default: local.
+    #[serde(default)]
+    pub kv_backend: super::KvBackend,
+    /// Where its rate-limit counters live: `local`, `redis` or `hybrid`. Default: local.
+    #[serde(default)]
+    pub rate_limit_backend: super::RateLimitBackend,
+    /// When Redis fails or is slow: `open`, `closed` or `local`. Default: local.
+    #[serde(default)]
+    pub on_backend_error: super::OnBackendError,
 }
 
 fn default_failure_status() -> u16 {

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::bindings::sluice::policy::{outbound_http, types};
-use crate::state::{LocalLimiter, MemoryKv};
+use crate::state::{Kv, RateLimiter};
 use crate::telemetry::AnalyticsSink;
 use crate::upstream::Connector;
 
@@ -194,14 +194,12 @@ impl Outbound {
 pub struct Capabilities {
     /// Label for logs: `plugin` or `plugin@route`.
     pub plugin: String,
-    /// kv namespace (the plugin name: a plugin's instances share its keys).
-    pub namespace: String,
     /// Monotonic clock origin.
     pub epoch: Instant,
-    /// The kv store.
-    pub kv: Arc<MemoryKv>,
+    /// The kv store (this plugin's namespace).
+    pub kv: Kv,
     /// This instance's rate limiter.
-    pub limiter: Arc<LocalLimiter>,
+    pub limiter: RateLimiter,
     /// The analytics sink.
     pub analytics: Arc<AnalyticsSink>,
     /// Outbound HTTP.

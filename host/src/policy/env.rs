@@ -1,43 +1,43 @@
 //! What policy instances share across configuration reloads: the engine (created on first
-//! use, so a gateway without plugins pays nothing), the kv store, the analytics sink and the
-//! rate-limiter state of each policy (so a reload does not reset limits).
+//! use, so a gateway without plugins pays nothing), the state store, the analytics sink and
+//! the rate-limiter state of each policy (so a reload does not reset limits).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{PolicyError, PolicyRuntime};
-use crate::config::PolicySettings;
-use crate::state::{KvLimits, LocalLimiter, MemoryKv};
+use crate::config::{OnBackendError, PolicyRef, PolicySettings, RateLimitBackend};
+use crate::state::{Hybrid, Kv, LocalLimiter, RateLimiter, Shared, Store};
 use crate::telemetry::AnalyticsSink;
 
 /// Shared policy environment.
 pub struct PolicyEnv {
     runtime: OnceLock<Arc<PolicyRuntime>>,
     cache_dir: Option<PathBuf>,
-    /// The kv store.
-    pub kv: Arc<MemoryKv>,
+    /// The state backends.
+    pub store: Arc<Store>,
     /// The analytics sink.
     pub analytics: Arc<AnalyticsSink>,
     limiters: Mutex<HashMap<String, Arc<LocalLimiter>>>,
+    hybrids: Mutex<HashMap<String, Arc<Hybrid>>>,
 }
 
 impl PolicyEnv {
-    /// An environment for `settings`; `cache_dir: None` disables the on-disk cache.
+    /// An environment for `settings` over `store`; `cache_dir: None` disables the on-disk
+    /// compile cache.
     pub fn new(
         settings: &PolicySettings,
+        store: Arc<Store>,
         cache_dir: Option<PathBuf>,
     ) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             runtime: OnceLock::new(),
             cache_dir,
-            kv: Arc::new(MemoryKv::new(KvLimits {
-                max_key_bytes: settings.kv_max_key_bytes,
-                max_value_bytes: settings.kv_max_value_bytes,
-                max_keys: settings.kv_max_keys,
-            })),
+            store,
             analytics: Arc::new(AnalyticsSink::new(settings.analytics_path.as_deref())?),
             limiters: Mutex::new(HashMap::new()),
+            hybrids: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -50,13 +50,65 @@ impl PolicyEnv {
         Ok(self.runtime.get_or_init(|| r).clone())
     }
 
-    /// The rate limiter of the policy labelled `label` (kept across reloads).
-    pub fn limiter(&self, label: &str) -> Arc<LocalLimiter> {
-        self.limiters
+    /// The kv handle of a policy of `plugin` configured by `p`; `None` when it asks for
+    /// Redis and none is configured.
+    pub fn kv(&self, plugin: &str, p: &PolicyRef) -> Option<Kv> {
+        let redis = match p.kv_backend {
+            crate::config::KvBackend::Local => None,
+            crate::config::KvBackend::Redis => Some(self.store.redis_kv.clone()?),
+        };
+        Some(Kv::new(
+            plugin.to_owned(),
+            self.store.local_kv.clone(),
+            redis,
+            p.on_backend_error,
+            self.store.stats.clone(),
+        ))
+    }
+
+    /// The rate limiter of the policy labelled `label` (its state kept across reloads);
+    /// `None` when it asks for Redis and none is configured.
+    pub fn limiter(&self, label: &str, p: &PolicyRef) -> Option<RateLimiter> {
+        let local = self
+            .limiters
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|e| e.into_inner())
             .entry(label.to_string())
             .or_default()
-            .clone()
+            .clone();
+        let prefix = format!("sluice:rl:{label}:");
+        let shared = match p.rate_limit_backend {
+            RateLimitBackend::Local => Shared::None,
+            RateLimitBackend::Redis => Shared::Redis {
+                redis: self.store.redis.clone()?,
+                prefix,
+            },
+            RateLimitBackend::Hybrid => {
+                let redis = self.store.redis.clone()?;
+                let interval = self
+                    .store
+                    .redis_settings
+                    .as_ref()
+                    .map(|r| r.hybrid_sync_interval.get())?;
+                let h = self
+                    .hybrids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(label.to_string())
+                    .or_insert_with(|| Hybrid::start(redis, prefix, interval))
+                    .clone();
+                Shared::Hybrid(h)
+            }
+        };
+        let on_error = match p.rate_limit_backend {
+            RateLimitBackend::Local => OnBackendError::Local,
+            _ => p.on_backend_error,
+        };
+        Some(RateLimiter::new(
+            local,
+            shared,
+            on_error,
+            self.store.stats.clone(),
+        ))
     }
 }

@@ -315,6 +315,7 @@ fn kv_err(e: crate::state::KvError) -> kv::KvError {
         E::ValueTooLarge => kv::KvError::ValueTooLarge,
         E::QuotaExceeded => kv::KvError::QuotaExceeded,
         E::NotANumber => kv::KvError::NotANumber,
+        E::Unavailable(why) => kv::KvError::Unavailable(why),
     }
 }
 
@@ -322,9 +323,20 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
+impl HostState {
+    /// Runs a state call, counting its time as an I/O wait (not guest CPU).
+    async fn io<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = fut.await;
+        self.cpu.io_wait += started.elapsed();
+        out
+    }
+}
+
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::KvError>> {
-        Ok(self.caps.kv.get(&self.caps.namespace, &key).map_err(kv_err))
+        let caps = self.caps.clone();
+        Ok(self.io(caps.kv.get(&key)).await.map_err(kv_err))
     }
     async fn set(
         &mut self,
@@ -332,18 +344,13 @@ impl kv::Host for HostState {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), kv::KvError>> {
-        Ok(self
-            .caps
-            .kv
-            .set(&self.caps.namespace, &key, value, ttl(ttl_ms))
-            .map_err(kv_err))
+        let caps = self.caps.clone();
+        let r = self.io(caps.kv.set(&key, value, ttl(ttl_ms))).await;
+        Ok(r.map_err(kv_err))
     }
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, kv::KvError>> {
-        Ok(self
-            .caps
-            .kv
-            .delete(&self.caps.namespace, &key)
-            .map_err(kv_err))
+        let caps = self.caps.clone();
+        Ok(self.io(caps.kv.delete(&key)).await.map_err(kv_err))
     }
     async fn increment(
         &mut self,
@@ -351,11 +358,9 @@ impl kv::Host for HostState {
         delta: i64,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<i64, kv::KvError>> {
-        Ok(self
-            .caps
-            .kv
-            .increment(&self.caps.namespace, &key, delta, ttl(ttl_ms))
-            .map_err(kv_err))
+        let caps = self.caps.clone();
+        let r = self.io(caps.kv.increment(&key, delta, ttl(ttl_ms))).await;
+        Ok(r.map_err(kv_err))
     }
     async fn compare_and_set(
         &mut self,
@@ -364,17 +369,11 @@ impl kv::Host for HostState {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<bool, kv::KvError>> {
-        Ok(self
-            .caps
-            .kv
-            .compare_and_set(
-                &self.caps.namespace,
-                &key,
-                expected.as_deref(),
-                value,
-                ttl(ttl_ms),
-            )
-            .map_err(kv_err))
+        let caps = self.caps.clone();
+        let r = self
+            .io(caps.kv.compare_and_set(&key, expected, value, ttl(ttl_ms)))
+            .await;
+        Ok(r.map_err(kv_err))
     }
 }
 
@@ -393,16 +392,14 @@ impl rate_limit::Host for HostState {
         if key.len() > 1024 {
             return Ok(Err("rate-limit key over 1024 bytes".into()));
         }
-        let v = self.caps.limiter.check(
-            &key,
-            crate::state::Limit {
-                requests: limit.requests,
-                window_ms: limit.window_ms,
-                burst: limit.burst,
-            },
-            cost,
-        );
-        Ok(Ok(rate_limit::Verdict {
+        let limit = crate::state::Limit {
+            requests: limit.requests,
+            window_ms: limit.window_ms,
+            burst: limit.burst,
+        };
+        let caps = self.caps.clone();
+        let v = self.io(caps.limiter.check(&key, limit, cost)).await;
+        Ok(v.map(|v| rate_limit::Verdict {
             allowed: v.allowed,
             limit: v.limit,
             remaining: v.remaining,

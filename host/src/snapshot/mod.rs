@@ -503,7 +503,8 @@ mod tests {
 
     fn issues(src: &str) -> Vec<String> {
         let c: Config = toml::from_str(src).unwrap();
-        let env = PolicyEnv::new(&c.policy, None).unwrap();
+        let store = crate::state::Store::in_memory(None, None, Default::default()).unwrap();
+        let env = PolicyEnv::new(&c.policy, std::sync::Arc::new(store), None).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

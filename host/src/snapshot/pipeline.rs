@@ -241,12 +241,19 @@ pub async fn compile_pipeline(
             }
         };
         let Ok(runtime) = env.runtime() else { continue };
+        let (Some(kv), Some(limiter)) = (env.kv(&p.plugin, p), env.limiter(&label, p)) else {
+            issues.push(Issue::new(
+                pat.clone(),
+                "kv_backend or rate_limit_backend uses Redis but there is no [redis] section \
+                 (a [redis] section added to a running gateway applies at restart)",
+            ));
+            continue;
+        };
         let caps = Arc::new(Capabilities {
             plugin: label.clone(),
-            namespace: p.plugin.clone(),
             epoch: std::time::Instant::now(),
-            kv: env.kv.clone(),
-            limiter: env.limiter(&label),
+            kv,
+            limiter,
             analytics: env.analytics.clone(),
             outbound: Outbound::new(def.outbound_allowlist.clone(), compiled.outbound.clone()),
         });

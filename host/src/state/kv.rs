@@ -1,14 +1,18 @@
-//! An in-process key-value store with TTLs, namespaces and caps.
+//! The `kv` capability's interface: errors, caps, and the per-policy handle that routes
+//! calls to the chosen backend and applies the policy's `on_backend_error` rule.
 //!
-//! Keys are `(namespace, key)`; each plugin gets its own namespace, so a plugin can never
-//! address another's keys. Expired values are removed lazily on access and by
-//! [`MemoryKv::sweep`].
+//! Keys are `(namespace, key)`; each plugin has its own namespace, so a plugin can never
+//! address another's keys.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Caps enforced on every write.
+use super::local::LocalKv;
+use super::redis::RedisKv;
+use super::stats::StateStats;
+use crate::config::OnBackendError;
+
+/// Caps enforced on every call.
 #[derive(Debug, Clone, Copy)]
 pub struct KvLimits {
     /// Longest key in bytes. Default: 512.
@@ -44,247 +48,143 @@ pub enum KvError {
     /// `increment` on a value that is not a decimal integer.
     #[error("value is not a number")]
     NotANumber,
+    /// The backend failed or timed out.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
-struct Entry {
-    value: Vec<u8>,
-    expires: Option<Instant>,
+/// One policy's view of the kv store: its namespace on its backend.
+#[derive(Clone)]
+pub struct Kv {
+    namespace: String,
+    local: Arc<LocalKv>,
+    redis: Option<Arc<RedisKv>>,
+    on_error: OnBackendError,
+    stats: Arc<StateStats>,
 }
 
-impl Entry {
-    fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|e| e > now)
-    }
-}
-
-#[derive(Default)]
-struct Namespace {
-    entries: HashMap<String, Entry>,
-}
-
-/// The memory store.
-pub struct MemoryKv {
-    limits: KvLimits,
-    spaces: Mutex<HashMap<String, Namespace>>,
-}
-
-impl MemoryKv {
-    /// An empty store with `limits`.
-    pub fn new(limits: KvLimits) -> Self {
+impl Kv {
+    /// Namespace `namespace` on the local store, or on `redis` when given (falling back to
+    /// the local store per `on_error`).
+    pub fn new(
+        namespace: String,
+        local: Arc<LocalKv>,
+        redis: Option<Arc<RedisKv>>,
+        on_error: OnBackendError,
+        stats: Arc<StateStats>,
+    ) -> Self {
         Self {
-            limits,
-            spaces: Mutex::new(HashMap::new()),
+            namespace,
+            local,
+            redis,
+            on_error,
+            stats,
         }
     }
 
-    fn check_key(&self, key: &str) -> Result<(), KvError> {
-        if key.len() > self.limits.max_key_bytes {
-            return Err(KvError::KeyTooLarge);
-        }
-        Ok(())
-    }
-
-    fn with<R>(&self, ns: &str, f: impl FnOnce(&mut Namespace, Instant) -> R) -> R {
-        let mut spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if let Some(space) = spaces.get_mut(ns) {
-            return f(space, now);
-        }
-        f(spaces.entry(ns.to_string()).or_default(), now)
-    }
-
-    fn put(
+    /// Applies the `on_backend_error` rule to a Redis result; `local` is the fallback.
+    async fn settle<T>(
         &self,
-        space: &mut Namespace,
-        now: Instant,
-        key: &str,
-        entry: Entry,
-    ) -> Result<(), KvError> {
-        let exists = space.entries.get(key).is_some_and(|e| e.live(now));
-        if !exists && space.entries.len() >= self.limits.max_keys {
-            space.entries.retain(|_, e| e.live(now));
-            if space.entries.len() >= self.limits.max_keys {
-                return Err(KvError::QuotaExceeded);
+        remote: Result<T, KvError>,
+        local: impl AsyncFnOnce(&LocalKv, &str) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
+        match remote {
+            Err(KvError::Unavailable(why)) => {
+                self.stats.fallback(self.on_error, &why);
+                match self.on_error {
+                    OnBackendError::Local => local(&self.local, &self.namespace).await,
+                    OnBackendError::Open | OnBackendError::Closed => Err(KvError::Unavailable(why)),
+                }
+            }
+            r => {
+                self.stats.backend_ok();
+                r
             }
         }
-        space.entries.insert(key.to_string(), entry);
-        Ok(())
+    }
+
+    /// A copy of `v` for the local fallback, when the rule is `local`.
+    fn keep<T: Clone>(&self, v: &T) -> Option<T> {
+        (self.on_error == OnBackendError::Local).then(|| v.clone())
     }
 
     /// The live value at `key`.
-    pub fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.check_key(key)?;
-        Ok(self.with(ns, |s, now| match s.entries.get(key) {
-            Some(e) if e.live(now) => Some(e.value.clone()),
-            Some(_) => {
-                s.entries.remove(key);
-                None
-            }
-            None => None,
-        }))
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let ns = self.namespace.as_str();
+        let Some(redis) = &self.redis else {
+            return self.local.get(ns, key);
+        };
+        let r = redis.get(ns, key).await;
+        self.settle(r, async |l, ns| l.get(ns, key)).await
     }
 
-    /// Stores `value` with an optional TTL.
-    pub fn set(
+    /// Stores `value`, expiring after `ttl` when given.
+    pub async fn set(
         &self,
-        ns: &str,
         key: &str,
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<(), KvError> {
-        self.check_key(key)?;
-        if value.len() > self.limits.max_value_bytes {
-            return Err(KvError::ValueTooLarge);
-        }
-        self.with(ns, |s, now| {
-            let entry = Entry {
-                value,
-                expires: ttl.map(|t| now + t),
-            };
-            self.put(s, now, key, entry)
+        let ns = self.namespace.as_str();
+        let Some(redis) = &self.redis else {
+            return self.local.set(ns, key, value, ttl).await;
+        };
+        let keep = self.keep(&value);
+        let r = redis.set(ns, key, value, ttl).await;
+        self.settle(r, async |l, ns| {
+            l.set(ns, key, keep.unwrap_or_default(), ttl).await
         })
+        .await
     }
 
-    /// Removes `key`; true when a live value existed.
-    pub fn delete(&self, ns: &str, key: &str) -> Result<bool, KvError> {
-        self.check_key(key)?;
-        Ok(self.with(ns, |s, now| {
-            s.entries.remove(key).is_some_and(|e| e.live(now))
-        }))
+    /// Removes `key`; true when it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
+        let ns = self.namespace.as_str();
+        let Some(redis) = &self.redis else {
+            return self.local.delete(ns, key).await;
+        };
+        let r = redis.delete(ns, key).await;
+        self.settle(r, async |l, ns| l.delete(ns, key).await).await
     }
 
-    /// Adds `delta` to a decimal counter; `ttl` applies when the key is created.
-    pub fn increment(
+    /// Adds `delta` to the counter at `key`; `ttl` applies when it is created.
+    pub async fn increment(
         &self,
-        ns: &str,
         key: &str,
         delta: i64,
         ttl: Option<Duration>,
     ) -> Result<i64, KvError> {
-        self.check_key(key)?;
-        self.with(ns, |s, now| {
-            let (current, expires) = match s.entries.get(key) {
-                Some(e) if e.live(now) => {
-                    let n = std::str::from_utf8(&e.value)
-                        .ok()
-                        .and_then(|t| t.parse::<i64>().ok())
-                        .ok_or(KvError::NotANumber)?;
-                    (n, e.expires)
-                }
-                _ => (0, ttl.map(|t| now + t)),
-            };
-            let next = current.saturating_add(delta);
-            let entry = Entry {
-                value: next.to_string().into_bytes(),
-                expires,
-            };
-            self.put(s, now, key, entry)?;
-            Ok(next)
-        })
+        let ns = self.namespace.as_str();
+        let Some(redis) = &self.redis else {
+            return self.local.increment(ns, key, delta, ttl).await;
+        };
+        let r = redis.increment(ns, key, delta, ttl).await;
+        self.settle(r, async |l, ns| l.increment(ns, key, delta, ttl).await)
+            .await
     }
 
     /// Stores `value` only if the current value equals `expected` (`None`: absent).
-    pub fn compare_and_set(
+    pub async fn compare_and_set(
         &self,
-        ns: &str,
         key: &str,
-        expected: Option<&[u8]>,
+        expected: Option<Vec<u8>>,
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<bool, KvError> {
-        self.check_key(key)?;
-        if value.len() > self.limits.max_value_bytes {
-            return Err(KvError::ValueTooLarge);
-        }
-        self.with(ns, |s, now| {
-            let current = s
-                .entries
-                .get(key)
-                .filter(|e| e.live(now))
-                .map(|e| e.value.as_slice());
-            if current != expected {
-                return Ok(false);
-            }
-            let entry = Entry {
-                value,
-                expires: ttl.map(|t| now + t),
-            };
-            self.put(s, now, key, entry).map(|_| true)
+        let ns = self.namespace.as_str();
+        let Some(redis) = &self.redis else {
+            return self
+                .local
+                .compare_and_set(ns, key, expected, value, ttl)
+                .await;
+        };
+        let keep =
+            (self.on_error == OnBackendError::Local).then(|| (expected.clone(), value.clone()));
+        let r = redis.compare_and_set(ns, key, expected, value, ttl).await;
+        self.settle(r, async |l, ns| {
+            let (e, v) = keep.unwrap_or_default();
+            l.compare_and_set(ns, key, e, v, ttl).await
         })
-    }
-
-    /// Removes every expired value.
-    pub fn sweep(&self) {
-        let now = Instant::now();
-        let mut spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
-        for s in spaces.values_mut() {
-            s.entries.retain(|_, e| e.live(now));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kv() -> MemoryKv {
-        MemoryKv::new(KvLimits {
-            max_key_bytes: 8,
-            max_value_bytes: 4,
-            max_keys: 2,
-        })
-    }
-
-    #[test]
-    fn namespaces_are_isolated() {
-        let k = kv();
-        k.set("a", "k", b"1".to_vec(), None).unwrap();
-        assert_eq!(k.get("a", "k").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(k.get("b", "k").unwrap(), None);
-    }
-
-    #[test]
-    fn caps_are_enforced_with_distinct_errors() {
-        let k = kv();
-        assert_eq!(
-            k.set("a", "123456789", vec![], None),
-            Err(KvError::KeyTooLarge)
-        );
-        assert_eq!(
-            k.set("a", "k", vec![0; 5], None),
-            Err(KvError::ValueTooLarge)
-        );
-        k.set("a", "x", vec![], None).unwrap();
-        k.set("a", "y", vec![], None).unwrap();
-        assert_eq!(k.set("a", "z", vec![], None), Err(KvError::QuotaExceeded));
-        k.set("a", "x", vec![1], None).unwrap();
-    }
-
-    #[test]
-    fn values_expire_after_their_ttl() {
-        let k = kv();
-        k.set("a", "t", b"v".to_vec(), Some(Duration::ZERO))
-            .unwrap();
-        assert_eq!(k.get("a", "t").unwrap(), None);
-        k.set("a", "p", b"v".to_vec(), Some(Duration::from_secs(60)))
-            .unwrap();
-        assert!(k.get("a", "p").unwrap().is_some());
-    }
-
-    #[test]
-    fn increment_and_compare_and_set() {
-        let k = kv();
-        assert_eq!(k.increment("a", "n", 2, None).unwrap(), 2);
-        assert_eq!(k.increment("a", "n", -5, None).unwrap(), -3);
-        k.set("a", "s", b"ab".to_vec(), None).unwrap();
-        assert_eq!(k.increment("a", "s", 1, None), Err(KvError::NotANumber));
-        assert!(
-            !k.compare_and_set("a", "s", Some(b"zz"), b"c".to_vec(), None)
-                .unwrap()
-        );
-        assert!(
-            k.compare_and_set("a", "s", Some(b"ab"), b"c".to_vec(), None)
-                .unwrap()
-        );
+        .await
     }
 }

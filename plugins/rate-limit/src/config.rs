@@ -28,8 +28,9 @@ pub struct Config {
     /// By default `client_ip`.
     #[serde(default)]
     pub on_missing_key: OnMissingKey,
-    /// When the host's limiter fails: `allow` lets the request through, `deny` answers
-    /// 503. By default `allow`.
+    /// When the host's limiter reports an error (its backend is unavailable and the
+    /// operator's `on_backend_error` is `closed`): `deny` answers 503, `allow` lets the
+    /// request through. By default `deny`, so the operator's `closed` holds.
     #[serde(default)]
     pub on_error: OnError,
     /// Add `RateLimit-*` headers to allowed responses. By default true.
@@ -61,9 +62,9 @@ pub enum OnMissingKey {
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// Let the request through (fail open).
-    #[default]
     Allow,
     /// Answer 503 (fail closed).
+    #[default]
     Deny,
 }
 
@@ -170,7 +171,7 @@ mod tests {
         );
         assert_eq!(s.key, KeySource::Consumer);
         assert_eq!(s.on_missing_key, OnMissingKey::ClientIp);
-        assert_eq!(s.on_error, OnError::Allow);
+        assert_eq!(s.on_error, OnError::Deny);
         assert!(s.headers);
     }
 

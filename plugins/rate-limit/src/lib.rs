@@ -253,10 +253,10 @@ mod tests {
     fn host_errors_follow_on_error() {
         let host = host();
         host.rate_limit_fail(Some("redis down"));
-        let open: RateLimit = host.init(json!({ "requests": 1, "window": "1s" })).unwrap();
-        let closed: RateLimit = host
-            .init(json!({ "requests": 1, "window": "1s", "on_error": "deny" }))
+        let open: RateLimit = host
+            .init(json!({ "requests": 1, "window": "1s", "on_error": "allow" }))
             .unwrap();
+        let closed: RateLimit = host.init(json!({ "requests": 1, "window": "1s" })).unwrap();
         let req = TestRequest::get("/");
         let ctx = TestContext::new();
         assert!(host.on_request(&open, &req, &ctx).is_continue());
