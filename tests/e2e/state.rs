@@ -446,16 +446,18 @@ async fn wait_for_recovery(gw: &Gateway) -> u16 {
 async fn redis_paused_killed_and_restarted_applies_each_rule_without_a_500_and_recovers() {
     let mut redis = RedisServer::start();
     let body = format!(
-        "{}{}{}{}{}",
+        "{}{}{}{}{}{}",
         rate_limit_plugin(),
         redis_section(&redis, "100ms", ""),
         limited_route("open", 3, "redis", "open"),
         limited_route("closed", 3, "redis", "closed"),
         limited_route("local", 3, "redis", "local"),
+        limited_route("load", 1_000_000, "redis", "local"),
     );
     let gw = gateway("", &body);
     assert!(gw.wait_stderr(|l| l.contains("redis connected"), Duration::from_secs(10)));
     let ok_then_429 = vec![200, 200, 200, 429];
+    let load = FixedRateLoad::start(gw.url("main", "/load/"), Duration::from_millis(20));
 
     // Healthy: every route is limited by Redis.
     for route in ["open", "closed", "local"] {
@@ -494,4 +496,53 @@ async fn redis_paused_killed_and_restarted_applies_each_rule_without_a_500_and_r
         Duration::from_secs(1)
     ));
     assert!(gw.wait_stderr(|l| l.contains("redis unavailable"), Duration::from_secs(1)));
+
+    // The steady load through every phase: always served, never delayed past the deadline.
+    let (statuses, slowest) = load.stop().await;
+    assert!(statuses.len() > 20, "{} requests", statuses.len());
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(slowest < DEGRADED_DEADLINE, "slowest request {slowest:?}");
+}
+
+/// GET requests to one URL at a fixed rate (each on its own task, so a slow answer does not
+/// delay the schedule), until stopped.
+struct FixedRateLoad {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<(u16, Duration)>>>,
+}
+
+impl FixedRateLoad {
+    fn start(url: String, every: Duration) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => return sent,
+                }
+                let url = url.clone();
+                sent.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let status = request("GET", &url, &[]).await.status;
+                    (status, started.elapsed())
+                }));
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops sending; returns every status and the slowest latency.
+    async fn stop(self) -> (Vec<u16>, Duration) {
+        self.stop.send_replace(true);
+        let mut statuses = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for h in self.task.await.unwrap() {
+            let (s, t) = h.await.unwrap();
+            statuses.push(s);
+            slowest = slowest.max(t);
+        }
+        (statuses, slowest)
+    }
 }
