@@ -4,11 +4,14 @@
 //! background work, gives exact `remaining`/`reset` values for the `RateLimit-*` headers, and
 //! spreads a window's allowance smoothly instead of admitting a whole window at its start
 //! (a fixed window admits up to 2× the limit across a boundary). A check on an existing key
-//! takes one uncontended shard lock and allocates nothing.
+//! hashes the key once (the hash picks the shard and finds the entry), takes one shard
+//! lock and allocates nothing.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use hashbrown::HashTable;
 
 /// A limit: `requests` per `window_ms`, with bursts up to `burst` (0 means `requests`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +41,14 @@ pub struct Verdict {
 
 const SHARDS: usize = 64;
 
+/// One shard: `(key, theoretical arrival time)` entries found by their hash.
+type Shard = HashTable<(Box<str>, u64)>;
+
 /// Sharded GCRA state for one namespace (one policy instance).
 pub struct LocalLimiter {
     epoch: Instant,
-    shards: Vec<Mutex<HashMap<String, u64>>>,
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl Default for LocalLimiter {
@@ -50,22 +57,13 @@ impl Default for LocalLimiter {
     }
 }
 
-fn shard_of(key: &str) -> usize {
-    // FNV-1a; quality is ample for spreading keys over 64 locks.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h as usize) % SHARDS
-}
-
 impl LocalLimiter {
     /// An empty limiter.
     pub fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
         }
     }
 
@@ -90,10 +88,13 @@ impl LocalLimiter {
         let interval = (limit.window_ms.max(1) * 1_000_000) / requests;
         let tolerance = interval * burst;
         let cost = u64::from(cost.max(1));
-        let mut shard = self.shards[shard_of(key)]
+        let hash = self.hasher.hash_one(key);
+        // The top bits pick the shard; the table uses the low bits.
+        let mut shard = self.shards[(hash >> 58) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let tat = shard.get(key).copied().unwrap_or(now).max(now);
+        let found = shard.find_mut(hash, |e| &*e.0 == key);
+        let tat = found.as_ref().map_or(now, |e| e.1).max(now);
         let new_tat = tat + interval * cost;
         let allow_at = new_tat.saturating_sub(tolerance);
         let ms = |ns: u64| ns.div_ceil(1_000_000);
@@ -107,10 +108,11 @@ impl LocalLimiter {
                 retry_after_ms: ms(allow_at - now),
             };
         }
-        match shard.get_mut(key) {
-            Some(v) => *v = new_tat,
+        match found {
+            Some(e) => e.1 = new_tat,
             None => {
-                shard.insert(key.to_string(), new_tat);
+                let hasher = &self.hasher;
+                shard.insert_unique(hash, (key.into(), new_tat), |e| hasher.hash_one(&*e.0));
             }
         }
         let remaining = (now + tolerance).saturating_sub(new_tat) / interval;
@@ -129,7 +131,7 @@ impl LocalLimiter {
         for s in &self.shards {
             s.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, tat| *tat > now);
+                .retain(|e| e.1 > now);
         }
     }
 }
