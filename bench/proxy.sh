@@ -185,6 +185,9 @@ EOF
 
 KEY_SHA=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
 cat >"$WORK/gateway.toml" <<EOF
+[admin]
+enabled = false
+
 [gateway]
 workers = 1
 drain_timeout = "1s"

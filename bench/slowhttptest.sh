@@ -40,6 +40,9 @@ trap cleanup EXIT
 # A 256 KiB static body, large enough that a slow reader stalls the gateway's writes.
 BIG=$(head -c 262144 /dev/zero | tr '\0' 'x')
 cat >"$WORK/gateway.toml" <<EOF
+[admin]
+enabled = false
+
 [gateway]
 drain_timeout = "2s"
 

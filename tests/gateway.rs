@@ -50,6 +50,12 @@ impl Gateway {
     pub fn try_start(config: &str) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gateway.toml");
+        // Every gateway gets its admin API on a random port (tests run in parallel).
+        let config = if config.contains("[admin]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[admin]\nbind = \"127.0.0.1:0\"\n")
+        };
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(binary())
             .arg("run")
@@ -112,6 +118,24 @@ impl Gateway {
     /// `http://addr` of listener `name`.
     pub fn url(&self, name: &str, path: &str) -> String {
         format!("http://{}{path}", self.addr(name))
+    }
+
+    /// The admin API's base URL (`http://addr`).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.addr("admin"))
+    }
+
+    /// The bootstrap admin token the gateway generated (`data/admin-token`).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/admin-token"))
+            .expect("admin token file")
+            .trim()
+            .to_string()
+    }
+
+    /// The directory holding the configuration file (and, by default, `data/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Path of the configuration file the gateway was started with.

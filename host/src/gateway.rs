@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{self, ConfigError, Loaded};
+use crate::control::Control;
 use crate::policy::PolicyEnv;
 use crate::proxy::Shared;
 use crate::server::{self, Lifecycle};
@@ -40,6 +41,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The admin API could not start.
+    #[error("admin: {0}")]
+    Admin(String),
     /// The access log could not be opened.
     #[error("access_log.path: cannot open {path}: {source}")]
     AccessLog {
@@ -113,9 +117,16 @@ pub fn policy_env(loaded: &Loaded, purpose: Purpose) -> Result<Arc<PolicyEnv>, C
         .map_err(|e| at(&["policy", "analytics_path"], format!("cannot open: {e}")))
 }
 
-/// Compiles a parsed configuration into a snapshot (instantiating every policy).
+/// Compiles a parsed configuration, composed with the resources stored through the admin
+/// API, into a snapshot (instantiating every policy).
 pub async fn build(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, ConfigError> {
-    Snapshot::build(&loaded.config, env)
+    let (managed, _) = env.store.db.managed().map_err(|e| {
+        loaded.error(vec![config::Issue::new(
+            config::KeyPath::default().key("state").key("path"),
+            e.to_string(),
+        )])
+    })?;
+    crate::control::build_composed(loaded, &managed, env)
         .await
         .map_err(|issues| loaded.error(issues))
 }
@@ -138,7 +149,7 @@ fn sweep_expired(store: Arc<Store>, every: std::time::Duration) {
 }
 
 /// Runs the gateway until SIGTERM/SIGINT and the drain complete.
-pub async fn run(source: Source, snap: Snapshot) -> Result<(), StartError> {
+pub async fn run(source: Source, loaded: Loaded, snap: Snapshot) -> Result<(), StartError> {
     let mut listeners = Vec::new();
     for l in &snap.listeners {
         let tcp = server::bind(l.bind).map_err(|source| StartError::Bind {
@@ -177,6 +188,11 @@ pub async fn run(source: Source, snap: Snapshot) -> Result<(), StartError> {
         access_log,
     });
 
+    let control = Control::new(source, shared.clone(), loaded);
+    crate::admin::start(control.clone())
+        .await
+        .map_err(StartError::Admin)?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let life = Lifecycle {
@@ -195,7 +211,7 @@ pub async fn run(source: Source, snap: Snapshot) -> Result<(), StartError> {
     }
     tracing::info!("ready");
 
-    wait_for_stop(&source, &shared).await;
+    wait_for_stop(&control).await;
     let _ = shutdown_tx.send(true);
     // Once every accept loop has returned, its listener is closed: new connections are
     // refused from here on, while open ones finish.
@@ -212,7 +228,7 @@ pub async fn run(source: Source, snap: Snapshot) -> Result<(), StartError> {
 }
 
 #[cfg(unix)]
-async fn wait_for_stop(source: &Source, shared: &Shared) {
+async fn wait_for_stop(control: &Control) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -224,7 +240,7 @@ async fn wait_for_stop(source: &Source, shared: &Shared) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(source, shared).await,
+            _ = hup.recv() => control.reload_file().await,
             _ = term.recv() => return,
             _ = int.recv() => return,
         }
@@ -232,39 +248,6 @@ async fn wait_for_stop(source: &Source, shared: &Shared) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_source: &Source, _shared: &Shared) {
+async fn wait_for_stop(_control: &Control) {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Re-reads the configuration and swaps it in if it is valid and keeps the same listeners.
-pub async fn reload(source: &Source, shared: &Shared) {
-    let env = shared.snapshot.load().policy_env.clone();
-    let next = match async {
-        let loaded = load_config(source)?;
-        build(&loaded, env).await
-    }
-    .await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            for line in e.to_string().lines() {
-                tracing::error!(problem = %line, "reload rejected; the previous configuration keeps serving");
-            }
-            return;
-        }
-    };
-    let current = shared.snapshot.load();
-    let same = current.listeners.len() == next.listeners.len()
-        && current.listeners.iter().zip(&next.listeners).all(|(a, b)| {
-            a.name == b.name && a.bind == b.bind && a.tls.is_some() == b.tls.is_some()
-        });
-    if !same {
-        tracing::error!(
-            "reload rejected: listeners cannot change without a restart; the previous configuration keeps serving"
-        );
-        return;
-    }
-    next.activate();
-    shared.snapshot.store(Arc::new(next));
-    tracing::info!("configuration reloaded");
 }

@@ -11,10 +11,16 @@
 //! - [`proxy`]: the request path (routing, responders, forwarding, header hygiene);
 //! - [`server`]: listeners, protocol settings, limits and draining;
 //! - [`telemetry`]: operational logs and the access log;
+//! - [`state`]: the embedded store, Redis, and the policies' kv and rate limits;
+//! - [`control`]: composing the file with admin-managed resources; validated atomic swaps;
+//! - [`admin`]: the admin API (axum) and its authentication;
 //! - [`gateway`]: the process lifecycle (start, SIGHUP reload, SIGTERM drain).
 
+pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod gateway;
 pub mod policy;
 pub mod proxy;

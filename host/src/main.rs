@@ -1,4 +1,5 @@
-//! The `sluice` command: run the gateway or validate a configuration.
+//! The `sluice` command: run the gateway, validate a configuration, back up the store, and
+//! manage a running gateway through its admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,28 @@ use sluice::gateway::{self, Source};
 #[derive(Parser)]
 #[command(name = "sluice", version, about)]
 struct Cli {
+    /// The admin API of the gateway to manage.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    admin: String,
+    /// Admin bearer token.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// PEM CA bundle for an https admin URL.
+    #[arg(long, global = true, env = "SLUICE_ADMIN_CA")]
+    ca: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +51,204 @@ enum Command {
         /// Configuration file. Default: ./gateway.toml.
         file: Option<PathBuf>,
     },
+    /// Copy the store consistently (works while the gateway runs).
+    Backup {
+        /// The store. Default: data/sluice.redb.
+        #[arg(long, default_value = "data/sluice.redb")]
+        state: PathBuf,
+        /// The new file.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Show the gateway's version, configuration revision, live plugins and Redis health.
+    Status,
+    /// Apply the routes, upstreams, consumers and plugin settings of a TOML file; prints
+    /// what changed.
+    Apply {
+        /// The file.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Print the API-managed configuration as TOML.
+    Export,
+    /// Manage plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Manage API-managed routes.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Manage consumers.
+    #[command(subcommand)]
+    Consumer(ConsumerCmd),
+    /// Manage admin tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Upload a component as the plugin's next version and make it live.
+    Push {
+        /// Plugin name.
+        name: String,
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// Capabilities to grant a new plugin (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        grants: Vec<String>,
+        /// Base64 Ed25519 signature over the component's SHA-256 digest.
+        #[arg(long)]
+        signature: Option<String>,
+    },
+    /// List plugins.
+    List,
+    /// Remove an uploaded plugin.
+    Rm {
+        /// Plugin name.
+        name: String,
+    },
+    /// Make an earlier version live again.
+    Rollback {
+        /// Plugin name.
+        name: String,
+        /// The version (default: the one before the live one).
+        #[arg(long)]
+        to: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// List routes.
+    List,
+    /// Print a route as TOML.
+    Get {
+        /// Route name.
+        name: String,
+    },
+    /// Remove a route.
+    Rm {
+        /// Route name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsumerCmd {
+    /// Create or update a consumer.
+    Add {
+        /// Consumer name.
+        name: String,
+        /// Labels.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Also create an API key (printed once).
+        #[arg(long)]
+        key: bool,
+    },
+    /// List consumers.
+    List,
+    /// Remove a consumer.
+    Rm {
+        /// Consumer name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token (its secret is printed once).
+    Create {
+        /// Token name.
+        name: String,
+        /// `admin` or `read-only`.
+        #[arg(long, default_value = "read-only")]
+        role: String,
+    },
+    /// List tokens.
+    List,
+    /// Remove a token.
+    Rm {
+        /// Token name.
+        name: String,
+    },
+}
+
+/// Runs a client command against the admin API.
+fn client(cli: &Cli) -> ExitCode {
+    use sluice::cli;
+    let t = cli::Target {
+        url: cli.admin.clone(),
+        token: cli.token.clone(),
+        ca: cli.ca.clone(),
+        json: cli.json,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match &cli.command {
+            Command::Status => cli::status(&t).await,
+            Command::Apply { file } => cli::apply(&t, file).await,
+            Command::Export => cli::export(&t).await,
+            Command::Plugin(PluginCmd::Push {
+                name,
+                file,
+                grants,
+                signature,
+            }) => cli::plugin_push(&t, name, file, grants, signature.clone()).await,
+            Command::Plugin(PluginCmd::List) => cli::plugin_list(&t).await,
+            Command::Plugin(PluginCmd::Rm { name }) => {
+                cli::remove(
+                    &t,
+                    &format!("/v1/plugins/{name}"),
+                    &format!("plugin {name}"),
+                )
+                .await
+            }
+            Command::Plugin(PluginCmd::Rollback { name, to }) => {
+                cli::plugin_rollback(&t, name, *to).await
+            }
+            Command::Route(RouteCmd::List) => cli::route_list(&t).await,
+            Command::Route(RouteCmd::Get { name }) => cli::route_get(&t, name).await,
+            Command::Route(RouteCmd::Rm { name }) => {
+                cli::remove(&t, &format!("/v1/routes/{name}"), &format!("route {name}")).await
+            }
+            Command::Consumer(ConsumerCmd::Add { name, tag, key }) => {
+                cli::consumer_add(&t, name, tag, *key).await
+            }
+            Command::Consumer(ConsumerCmd::List) => cli::consumer_list(&t).await,
+            Command::Consumer(ConsumerCmd::Rm { name }) => {
+                cli::remove(
+                    &t,
+                    &format!("/v1/consumers/{name}"),
+                    &format!("consumer {name}"),
+                )
+                .await
+            }
+            Command::Token(TokenCmd::Create { name, role }) => {
+                cli::token_create(&t, name, role).await
+            }
+            Command::Token(TokenCmd::List) => cli::token_list(&t).await,
+            Command::Token(TokenCmd::Rm { name }) => {
+                cli::remove(&t, &format!("/v1/tokens/{name}"), &format!("token {name}")).await
+            }
+            Command::Run { .. } | Command::Validate { .. } | Command::Backup { .. } => {
+                unreachable!("handled in main")
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
 }
 
 const DEFAULT_FILE: &str = "gateway.toml";
@@ -35,6 +256,16 @@ const DEFAULT_FILE: &str = "gateway.toml";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Backup { state, to } => match sluice::state::backup_file(&state, &to) {
+            Ok(()) => {
+                println!("{} copied to {}", state.display(), to.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Validate { file } => {
             let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -98,7 +329,7 @@ fn main() -> ExitCode {
             let started = rt.block_on(async {
                 let env = gateway::policy_env(&loaded, gateway::Purpose::Serve)?;
                 let snap = gateway::build(&loaded, env).await?;
-                gateway::run(source, snap).await
+                gateway::run(source, loaded, snap).await
             });
             match started {
                 Ok(()) => ExitCode::SUCCESS,
@@ -112,5 +343,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        _ => client(&cli),
     }
 }

@@ -5,6 +5,7 @@
 //! configuration is compiled into a serving snapshot ([`crate::snapshot`]); they report
 //! [`Issue`]s by key path, which [`Loaded::error`] turns into located diagnostics.
 
+mod admin;
 mod duration;
 mod interpolate;
 mod locate;
@@ -16,6 +17,7 @@ mod upstream;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use admin::AdminSettings;
 pub use duration::Dur;
 pub use interpolate::{MissingVar, interpolate};
 pub use locate::{KeyPath, Locator, Seg};
@@ -201,6 +203,16 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     }
     fix(&mut config.policy.cache_dir);
     fix(&mut config.state.path);
+    fix(&mut config.admin.token_file);
+    if let Some(tls) = &mut config.admin.tls {
+        for c in &mut tls.certificates {
+            fix(&mut c.cert);
+            fix(&mut c.key);
+        }
+        if let Some(ca) = &mut tls.client_ca {
+            fix(ca);
+        }
+    }
     if let Some(ca) = config.redis.as_mut().and_then(|r| r.tls_ca.as_mut()) {
         fix(ca);
     }

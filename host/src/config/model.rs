@@ -49,6 +49,8 @@ pub struct Config {
     pub state: StateSettings,
     /// A shared Redis for the `redis` and `hybrid` state backends. Default: none.
     pub redis: Option<RedisSettings>,
+    /// The admin API.
+    pub admin: super::AdminSettings,
 }
 
 /// Process-wide settings.

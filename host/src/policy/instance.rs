@@ -150,6 +150,34 @@ pub fn check_imports(
     Ok(())
 }
 
+/// Checks that `component` is a `sluice:policy` component importing only what `grants`
+/// allow, and pre-instantiates it; returns whether it imports WASI.
+fn prepare(
+    runtime: &PolicyRuntime,
+    component: &wasmtime::component::Component,
+    grants: Grants,
+) -> Result<(PolicyPre<HostState>, bool), PolicyError> {
+    check_imports(runtime.engine(), component, grants)?;
+    let wasi = wasi::imports_wasi(runtime.engine(), component);
+    let l = linker(runtime.engine(), grants, wasi)?;
+    let ipre = l
+        .instantiate_pre(component)
+        .map_err(|e| PolicyError::Invalid(format!("cannot link the component: {e:#}")))?;
+    let pre = PolicyPre::new(ipre)
+        .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
+    Ok((pre, wasi))
+}
+
+/// Checks, without instantiating, that `component` is a component of a `sluice:policy`
+/// world that imports only capabilities in `grants` (for uploads).
+pub fn check_component(
+    runtime: &PolicyRuntime,
+    component: &wasmtime::component::Component,
+    grants: Grants,
+) -> Result<(), PolicyError> {
+    prepare(runtime, component, grants).map(|_| ())
+}
+
 /// Counters of one policy instance.
 #[derive(Debug, Default)]
 pub struct PolicyStats {
@@ -201,14 +229,7 @@ impl PolicyInstance {
         mode: InstanceMode,
         limits: CallLimits,
     ) -> Result<Self, PolicyError> {
-        check_imports(runtime.engine(), component, grants)?;
-        let wasi = wasi::imports_wasi(runtime.engine(), component);
-        let l = linker(runtime.engine(), grants, wasi)?;
-        let ipre = l
-            .instantiate_pre(component)
-            .map_err(|e| PolicyError::Invalid(format!("cannot link the component: {e:#}")))?;
-        let pre = PolicyPre::new(ipre)
-            .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
+        let (pre, wasi) = prepare(runtime, component, grants)?;
         let has_body = component
             .component_type()
             .exports(runtime.engine())

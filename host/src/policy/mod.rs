@@ -23,4 +23,6 @@ pub use engine::PolicyRuntime;
 pub use env::PolicyEnv;
 pub use error::PolicyError;
 pub use host::{Attributes, CallData, RequestView, ResponseView};
-pub use instance::{CallLimits, InstanceMode, PolicyInstance, RequestDecision, ResponseDecision};
+pub use instance::{
+    CallLimits, InstanceMode, PolicyInstance, RequestDecision, ResponseDecision, check_component,
+};

@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub config: Config,
     /// The shared policy environment.
     pub policy_env: Arc<PolicyEnv>,
+    /// SHA-256 of each loaded plugin's component, by plugin name.
+    pub plugin_digests: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -231,6 +233,10 @@ impl Snapshot {
                 trusted_proxies: trusted,
                 config: config.clone(),
                 policy_env: env,
+                plugin_digests: plugins
+                    .iter()
+                    .map(|(n, c)| (n.clone(), c.digest.clone()))
+                    .collect(),
             })
         } else {
             Err(issues)

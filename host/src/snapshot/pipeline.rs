@@ -64,7 +64,11 @@ pub struct Step {
     pub failure_status: StatusCode,
 }
 
-fn parse_grants(names: &[String], at: &KeyPath, issues: &mut Vec<Issue>) -> Vec<Capability> {
+pub(crate) fn parse_grants(
+    names: &[String],
+    at: &KeyPath,
+    issues: &mut Vec<Issue>,
+) -> Vec<Capability> {
     let mut out = Vec::new();
     for (i, n) in names.iter().enumerate() {
         match Capability::ALL.into_iter().find(|c| c.interface().ends_with(&format!("/{n}"))) {

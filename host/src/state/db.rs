@@ -8,7 +8,10 @@
 //! Schema history (the version lives in `meta["schema_version"]`):
 //! - 1: `meta`, `kv` (plugin key-value entries);
 //! - 2: adds `kv_counts` (live entry count per namespace, so the per-namespace key cap is
-//!   checked in O(1) instead of by a scan). Migration 1→2 counts the existing entries.
+//!   checked in O(1) instead of by a scan). Migration 1→2 counts the existing entries;
+//! - 3: adds `config` (the resources managed through the admin API, one document with its
+//!   revision), `blobs` (plugin components by SHA-256) and `tokens` (admin tokens by the
+//!   SHA-256 of their secret). Migration 2→3 creates them empty.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use redb::{
 };
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Store metadata (`schema_version`).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -27,6 +30,12 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 /// Entries per kv namespace (expired but not yet swept entries included).
 pub(crate) const KV_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("kv_counts");
+/// Admin-managed configuration: `"managed"` → JSON document.
+pub(crate) const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
+/// Plugin components: SHA-256 (hex) → bytes.
+pub(crate) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+/// Admin tokens: SHA-256 (hex) of the secret → JSON record.
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +146,7 @@ impl Db {
                 // A new file: create every table at the current version.
                 tx.open_table(KV).map_err(io)?;
                 tx.open_table(KV_COUNTS).map_err(io)?;
+                create_admin_tables(&tx)?;
                 SCHEMA_VERSION
             }
         };
@@ -149,6 +159,10 @@ impl Db {
         if found < 2 {
             migrate_1_to_2(&tx)?;
             tracing::info!(path = %self.path.display(), "store migrated to schema 2");
+        }
+        if found < 3 {
+            create_admin_tables(&tx)?;
+            tracing::info!(path = %self.path.display(), "store migrated to schema 3");
         }
         tx.open_table(META)
             .map_err(io)?
@@ -170,6 +184,14 @@ fn migrate_1_to_2(tx: &WriteTransaction) -> Result<(), StoreError> {
     for (ns, n) in tally {
         counts.insert(ns.as_str(), n).map_err(io)?;
     }
+    Ok(())
+}
+
+/// Version 3 adds the admin tables.
+fn create_admin_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(CONFIG).map_err(io)?;
+    tx.open_table(BLOBS).map_err(io)?;
+    tx.open_table(TOKENS).map_err(io)?;
     Ok(())
 }
 
@@ -219,8 +241,9 @@ mod tests {
             tx.commit().unwrap();
         }
         let db = Db::open(&path).unwrap();
-        assert_eq!(db.schema_version().unwrap(), 2);
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
         let tx = db.inner().begin_read().unwrap();
+        assert_eq!(tx.open_table(TOKENS).unwrap().len().unwrap(), 0);
         let counts = tx.open_table(KV_COUNTS).unwrap();
         assert_eq!(counts.get("a").unwrap().unwrap().value(), 2);
         assert_eq!(counts.get("b").unwrap().unwrap().value(), 1);

@@ -10,6 +10,7 @@ mod hybrid;
 pub mod kv;
 mod limiter;
 mod local;
+mod managed;
 pub mod ratelimit;
 mod redis;
 mod stats;
@@ -21,6 +22,10 @@ pub use hybrid::Hybrid;
 pub use kv::{Kv, KvError, KvLimits};
 pub use limiter::{RateLimiter, Shared};
 pub use local::LocalKv;
+pub use managed::{
+    Consumer, Credential, Managed, ManagedPlugin, PluginVersion, Role, TokenRecord, backup_file,
+    sha256_hex, unix_now,
+};
 pub use ratelimit::{Limit, LocalLimiter, Verdict};
 pub use redis::{Redis, RedisError, RedisKv};
 pub use stats::{FallbackCounts, StateStats};

@@ -1,0 +1,224 @@
+//! The admin API (axum) on its own listener (default `127.0.0.1:9901`).
+//!
+//! Secure by default: it refuses to bind a non-loopback address without TLS unless
+//! `allow_plaintext_non_loopback` says so; every endpoint but `/healthz` and `/readyz` needs
+//! a bearer token (`admin` for writes, `read-only` for reads); optional mTLS. Errors are
+//! RFC 9457 problem documents. The OpenAPI 3.1 document (`/v1/openapi.json`) is generated
+//! from the same handler annotations that register the routes, so the two cannot drift.
+
+mod auth;
+mod plugins;
+mod problem;
+mod resources;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use problem::{FieldError, Problem};
+
+use crate::control::Control;
+use crate::state::Db;
+
+/// What the handlers share.
+pub struct Admin {
+    control: Arc<Control>,
+}
+
+impl Admin {
+    fn db(&self) -> Db {
+        self.control.db()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Sluice admin API", description = "Routes, upstreams, plugins, consumers and tokens of a running Sluice gateway."),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "Alive")))]
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: a configuration is live.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, description = "Serving")))]
+async fn readyz(State(a): State<Arc<Admin>>) -> impl IntoResponse {
+    let routes = a.control.live().config.routes.len();
+    Json(serde_json::json!({ "status": "ready", "routes": routes }))
+}
+
+/// The API's routes and their OpenAPI document.
+fn api(admin: Arc<Admin>) -> axum::Router {
+    use plugins::*;
+    use resources::*;
+    let (protected, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(status))
+        .routes(routes!(get_config, put_config))
+        .routes(routes!(list_routes, create_route))
+        .routes(routes!(get_route, put_route, delete_route))
+        .routes(routes!(list_upstreams))
+        .routes(routes!(get_upstream, put_upstream, delete_upstream))
+        .routes(routes!(list_consumers))
+        .routes(routes!(get_consumer, put_consumer, delete_consumer))
+        .routes(routes!(create_credential))
+        .routes(routes!(delete_credential))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(delete_token))
+        .routes(routes!(list_plugins))
+        .routes(routes!(get_plugin, put_plugin, delete_plugin))
+        .routes(routes!(upload))
+        .routes(routes!(rollback))
+        .split_for_parts();
+    let (open, open_doc) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .split_for_parts();
+    doc.merge(open_doc);
+    doc.paths.paths.insert(
+        "/v1/openapi.json".into(),
+        utoipa::openapi::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This document"))
+                .tag("health")
+                .response(
+                    "200",
+                    utoipa::openapi::Response::new("OpenAPI 3.1 document"),
+                )
+                .build(),
+        ),
+    );
+    let doc = Arc::new(doc);
+    let protected = protected
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            auth::require_token,
+        ));
+    protected
+        .merge(open)
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .with_state(admin)
+}
+
+/// Starts the admin API for `control` (when enabled): checks the bind/TLS policy, installs
+/// the bootstrap token, binds, and serves on a background task.
+pub async fn start(control: Arc<Control>) -> Result<(), String> {
+    let settings = control.admin_settings();
+    if !settings.enabled {
+        return Ok(());
+    }
+    let bind = settings.bind;
+    if !bind.ip().is_loopback() && settings.tls.is_none() && !settings.allow_plaintext_non_loopback
+    {
+        return Err(format!(
+            "admin.bind {bind} is not a loopback address: configure admin.tls, or set \
+             admin.allow_plaintext_non_loopback = true to accept plaintext tokens on the network"
+        ));
+    }
+    let tls = match &settings.tls {
+        Some(t) => Some(
+            crate::tls::server_config(t)
+                .map(|mut c| {
+                    Arc::make_mut(&mut c).alpn_protocols = vec![b"http/1.1".to_vec()];
+                    tokio_rustls::TlsAcceptor::from(c)
+                })
+                .map_err(|es| {
+                    es.into_iter()
+                        .map(|(k, m)| format!("admin.tls.{k}: {m}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })?,
+        ),
+        None => None,
+    };
+    auth::bootstrap(&control.db(), &settings)?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("admin.bind {bind}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(listener = "admin", addr = %local, tls = tls.is_some(), "listening");
+    let app = api(Arc::new(Admin { control }));
+    tokio::spawn(serve(listener, tls, app));
+    Ok(())
+}
+
+/// Most admin connections served at once.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, app: axum::Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let (app, tls) = (app.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = TowerToHyperService::new(app);
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .timer(hyper_util::rt::TokioTimer::new());
+            let result = match tls {
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    );
+                    match handshake.await {
+                        Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).await,
+                        _ => return,
+                    }
+                }
+                None => builder.serve_connection(TokioIo::new(tcp), service).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,303 @@
+//! Configuration changes: the file (`gateway.toml`, re-read on SIGHUP) plus the resources
+//! managed through the admin API (kept in the store) compose the effective configuration.
+//!
+//! Every change — a file reload, an API write, a plugin upload — builds a complete new
+//! snapshot (routes, upstreams, every policy instantiated and `init`ed) from the composed
+//! configuration; only when that succeeds is the change stored (API writes) and the snapshot
+//! swapped in atomically. A change that fails is rejected whole and nothing is stored.
+//! Changes are serialised; requests in flight finish on the snapshot they started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{self, Config, Issue, KeyPath, Loaded};
+use crate::gateway::{Source, load_config};
+use crate::policy::PolicyEnv;
+use crate::proxy::Shared;
+use crate::snapshot::Snapshot;
+use crate::state::{Db, Managed};
+
+/// Why a change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The resulting configuration is invalid (nothing changed).
+    #[error("invalid configuration")]
+    Invalid(Vec<(String, String)>),
+    /// The store could not be read or written (nothing changed).
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl ApplyError {
+    fn invalid(issues: Vec<Issue>) -> Self {
+        Self::Invalid(
+            issues
+                .into_iter()
+                .map(|i| (i.path.to_string(), i.message))
+                .collect(),
+        )
+    }
+}
+
+/// Where uploaded components are materialised: `<state dir>/plugins/<sha256>.wasm`.
+pub fn plugin_dir(state: &config::StateSettings) -> PathBuf {
+    state
+        .path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("plugins")
+}
+
+/// The effective configuration: `file` plus `managed`. A managed resource may not reuse the
+/// name of one in the file.
+pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Config, Vec<Issue>> {
+    let mut out = file.clone();
+    let mut issues = Vec::new();
+    for (i, r) in managed.routes.iter().enumerate() {
+        let at = KeyPath::default()
+            .key("routes")
+            .index(file.routes.len() + i);
+        match serde_json::from_value::<config::Route>(r.clone()) {
+            Ok(route) if file.routes.iter().any(|f| f.name == route.name) => issues.push(
+                Issue::new(at, format!("route {:?} is defined in the file", route.name)),
+            ),
+            Ok(route) => out.routes.push(route),
+            Err(e) => issues.push(Issue::new(at, e.to_string())),
+        }
+    }
+    for (name, u) in &managed.upstreams {
+        let at = KeyPath::default().key("upstreams").key(name);
+        if file.upstreams.contains_key(name) {
+            issues.push(Issue::new(at, "this upstream is defined in the file"));
+            continue;
+        }
+        match serde_json::from_value::<config::Upstream>(u.clone()) {
+            Ok(up) => {
+                out.upstreams.insert(name.clone(), up);
+            }
+            Err(e) => issues.push(Issue::new(at, e.to_string())),
+        }
+    }
+    for (name, p) in &managed.plugins {
+        let at = KeyPath::default().key("plugins").key(name);
+        if file.plugins.contains_key(name) {
+            issues.push(Issue::new(at, "this plugin is defined in the file"));
+            continue;
+        }
+        let Some(v) = p.active_version() else {
+            continue;
+        };
+        let mut settings = p.settings.clone();
+        let path = plugins.join(format!("{}.wasm", v.digest));
+        settings.insert("path".into(), path.display().to_string().into());
+        if !settings.contains_key("version") {
+            settings.insert("version".into(), v.version.to_string().into());
+        }
+        match serde_json::from_value::<config::Plugin>(settings.into()) {
+            Ok(plugin) => {
+                out.plugins.insert(name.clone(), plugin);
+            }
+            Err(e) => issues.push(Issue::new(at, e.to_string())),
+        }
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
+/// Writes the active components of `managed` from the store into `dir` when absent.
+pub fn materialise_plugins(db: &Db, managed: &Managed, dir: &Path) -> Result<(), String> {
+    for p in managed.plugins.values() {
+        let Some(v) = p.active_version() else {
+            continue;
+        };
+        let path = dir.join(format!("{}.wasm", v.digest));
+        if path.exists() {
+            continue;
+        }
+        let bytes = db
+            .blob(&v.digest)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("component {} is missing from the store", v.digest))?;
+        write_component(dir, &v.digest, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Writes a component file atomically (owner-only).
+pub fn write_component(dir: &Path, digest: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{digest}.wasm"));
+    let tmp = dir.join(format!(".{digest}.wasm.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Builds a snapshot of the file configuration composed with the stored resources.
+pub async fn build_composed(
+    loaded: &Loaded,
+    managed: &Managed,
+    env: Arc<PolicyEnv>,
+) -> Result<Snapshot, Vec<Issue>> {
+    let dir = plugin_dir(&loaded.config.state);
+    if let Err(e) = materialise_plugins(&env.store.db, managed, &dir) {
+        return Err(vec![Issue::new(KeyPath::default().key("plugins"), e)]);
+    }
+    let config = compose(&loaded.config, managed, &dir)?;
+    Snapshot::build(&config, env).await
+}
+
+/// The change coordinator of a running gateway.
+pub struct Control {
+    source: Source,
+    shared: Arc<Shared>,
+    file: std::sync::Mutex<Arc<Loaded>>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// A coordinator for the gateway serving `shared`, whose file configuration is `loaded`.
+    pub fn new(source: Source, shared: Arc<Shared>, loaded: Loaded) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            shared,
+            file: std::sync::Mutex::new(Arc::new(loaded)),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The live snapshot.
+    pub fn live(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// The store.
+    pub fn db(&self) -> Db {
+        self.live().policy_env.store.db.clone()
+    }
+
+    /// Where uploaded components are materialised.
+    pub fn plugin_dir(&self) -> PathBuf {
+        plugin_dir(&self.loaded().config.state)
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies `edit` to the stored resources: builds the whole new configuration, stores it
+    /// (with `blobs`) only if it is valid, then swaps it in. An edit that refuses (its own
+    /// error) or changes nothing stores nothing. Returns the edit's value and the revision.
+    pub async fn change<T, E>(
+        &self,
+        edit: impl FnOnce(&mut Managed) -> Result<T, E>,
+        blobs: Vec<(String, Vec<u8>)>,
+    ) -> Result<Result<(T, u64), E>, ApplyError> {
+        let _serial = self.lock.lock().await;
+        let db = self.db();
+        let (before, revision) = db.managed().map_err(|e| ApplyError::Store(e.to_string()))?;
+        let mut managed = before.clone();
+        let out = match edit(&mut managed) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if managed == before && blobs.is_empty() {
+            return Ok(Ok((out, revision)));
+        }
+        let loaded = self.loaded();
+        let dir = plugin_dir(&loaded.config.state);
+        for (digest, bytes) in &blobs {
+            write_component(&dir, digest, bytes).map_err(ApplyError::Store)?;
+        }
+        let env = self.live().policy_env.clone();
+        let next = build_composed(&loaded, &managed, env)
+            .await
+            .map_err(ApplyError::invalid)?;
+        let revision = db
+            .put_managed(&managed, revision, &blobs)
+            .map_err(|e| ApplyError::Store(e.to_string()))?;
+        next.activate();
+        self.shared.snapshot.store(Arc::new(next));
+        tracing::info!(revision, "configuration changed through the admin API");
+        Ok(Ok((out, revision)))
+    }
+
+    /// The stored resources and their revision.
+    pub fn managed(&self) -> Result<(Managed, u64), ApplyError> {
+        self.db()
+            .managed()
+            .map_err(|e| ApplyError::Store(e.to_string()))
+    }
+
+    /// The file configuration's route, upstream and plugin names (read-only to the API).
+    pub fn file_names(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let l = self.loaded();
+        let c = &l.config;
+        (
+            c.routes.iter().map(|r| r.name.clone()).collect(),
+            c.upstreams.keys().cloned().collect(),
+            c.plugins.keys().cloned().collect(),
+        )
+    }
+
+    /// The admin settings the gateway started with.
+    pub fn admin_settings(&self) -> config::AdminSettings {
+        self.loaded().config.admin.clone()
+    }
+
+    /// Re-reads the file and swaps the composed configuration in if it is valid and keeps
+    /// the same listeners (SIGHUP).
+    pub async fn reload_file(&self) {
+        let _serial = self.lock.lock().await;
+        let env = self.live().policy_env.clone();
+        let result = async {
+            let loaded = load_config(&self.source).map_err(|e| e.to_string())?;
+            let (managed, _) = env.store.db.managed().map_err(|e| e.to_string())?;
+            let snap = build_composed(&loaded, &managed, env.clone())
+                .await
+                .map_err(|issues| loaded.error(issues).to_string())?;
+            Ok::<_, String>((loaded, snap))
+        }
+        .await;
+        let (loaded, next) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                for line in e.lines() {
+                    tracing::error!(problem = %line, "reload rejected; the previous configuration keeps serving");
+                }
+                return;
+            }
+        };
+        let current = self.live();
+        let same = current.listeners.len() == next.listeners.len()
+            && current.listeners.iter().zip(&next.listeners).all(|(a, b)| {
+                a.name == b.name && a.bind == b.bind && a.tls.is_some() == b.tls.is_some()
+            });
+        if !same {
+            tracing::error!(
+                "reload rejected: listeners cannot change without a restart; the previous configuration keeps serving"
+            );
+            return;
+        }
+        next.activate();
+        self.shared.snapshot.store(Arc::new(next));
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        tracing::info!("configuration reloaded");
+    }
+}
