@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sluice` binary, real sockets, real upstream servers.
 //! One test binary with one module per area (wasmtime's `tests/all` layout).
 
+mod admin;
 mod bodies;
 mod defences;
 mod jwt;

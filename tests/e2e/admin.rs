@@ -1,0 +1,800 @@
+//! The admin API and the `sluice` CLI against the real binary: authentication and roles,
+//! every upload refusal (413, 422 for random bytes, a core module, an empty component, an
+//! ungranted import, a bad signature), ETags (412), nothing half-applied, hot swap and
+//! rollback, restart, 30 swaps under load with no failed request (battery row 12), kill -9
+//! during admin writes (row 14), the OpenAPI document against the served routes, and the
+//! CLI's commands and exit codes.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use sluice_tests::gateway::binary;
+use sluice_tests::{Gateway, Resp, plugin_path, send};
+
+use crate::policies::{policy_settings, warm_cache};
+
+/// A gateway with the shared compile cache and `extra` configuration.
+fn gateway(extra: &str) -> Gateway {
+    warm_cache();
+    Gateway::start(&crate::config(&format!("{}{extra}", policy_settings())))
+}
+
+/// One admin call.
+async fn admin(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", gw.admin_url()));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(
+        b.body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn as_admin(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> Resp {
+    let token = gw.admin_token();
+    admin(
+        gw,
+        method,
+        path,
+        Some(&token),
+        body.map(|b| b.to_string().into_bytes()),
+        &[],
+    )
+    .await
+}
+
+async fn push(gw: &Gateway, name: &str, file: &str, grants: &str) -> Resp {
+    let bytes = std::fs::read(plugin_path(file)).unwrap();
+    let token = gw.admin_token();
+    let path = format!("/v1/plugins/{name}/versions?grants={grants}");
+    admin(gw, "POST", &path, Some(&token), Some(bytes), &[]).await
+}
+
+async fn get(gw: &Gateway, path: &str) -> Resp {
+    sluice_tests::get(&gw.url("main", path), &[]).await
+}
+
+fn problem(r: &Resp, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        r.body
+    );
+    let j = r.json();
+    assert_eq!(j["status"], status);
+    assert!(j["type"].as_str().unwrap().starts_with("https://"));
+    j
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_a_valid_token_get_401_and_health_endpoints_are_open() {
+    let gw = gateway("");
+    assert_eq!(
+        admin(&gw, "GET", "/healthz", None, None, &[]).await.status,
+        200
+    );
+    assert_eq!(
+        admin(&gw, "GET", "/readyz", None, None, &[]).await.status,
+        200
+    );
+    for token in [None, Some("wrong-token-value")] {
+        for (method, path) in [
+            ("GET", "/v1/status"),
+            ("PUT", "/v1/routes/x"),
+            ("GET", "/v1/openapi.json"),
+        ] {
+            let r = admin(&gw, method, path, token, Some(b"{}".to_vec()), &[]).await;
+            problem(&r, 401);
+            assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+        }
+    }
+    let r = as_admin(&gw, "GET", "/v1/status", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], env!("CARGO_PKG_VERSION"));
+    // The bootstrap token file is readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(gw.dir().join("data/admin-token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_tokens_read_but_every_write_gets_403() {
+    let gw = gateway("");
+    let r = as_admin(
+        &gw,
+        "POST",
+        "/v1/tokens",
+        Some(json!({ "name": "viewer", "role": "read-only" })),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let viewer = r.json()["token"].as_str().unwrap().to_string();
+    let read = admin(&gw, "GET", "/v1/routes", Some(&viewer), None, &[]).await;
+    assert_eq!(read.status, 200);
+    for (method, path) in [
+        ("PUT", "/v1/routes/x"),
+        ("POST", "/v1/tokens"),
+        ("DELETE", "/v1/tokens/viewer"),
+        ("POST", "/v1/plugins/p/versions"),
+        ("PUT", "/v1/config"),
+    ] {
+        let r = admin(&gw, method, path, Some(&viewer), Some(b"{}".to_vec()), &[]).await;
+        problem(&r, 403);
+    }
+    // Deleting the token revokes it.
+    assert_eq!(
+        as_admin(&gw, "DELETE", "/v1/tokens/viewer", None)
+            .await
+            .status,
+        204
+    );
+    problem(
+        &admin(&gw, "GET", "/v1/routes", Some(&viewer), None, &[]).await,
+        401,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_uploads_are_refused_with_the_reason_and_change_nothing() {
+    let gw = gateway("[admin]\nbind = \"127.0.0.1:0\"\nmax_plugin_bytes = 200000\n");
+    let token = gw.admin_token();
+    let upload = |body: Vec<u8>, grants: &'static str| {
+        let (gw, token) = (&gw, token.clone());
+        async move {
+            let path = format!("/v1/plugins/p/versions?grants={grants}");
+            admin(gw, "POST", &path, Some(&token), Some(body), &[]).await
+        }
+    };
+    let too_big = upload(vec![0u8; 200_001], "").await;
+    assert!(
+        problem(&too_big, 413)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_plugin_bytes")
+    );
+
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        ("random bytes", random, "", "not a usable component"),
+        (
+            "a core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "",
+            "not a usable component",
+        ),
+        (
+            "an empty component of no sluice world",
+            b"\0asm\x0d\0\x01\0".to_vec(),
+            "",
+            "not a sluice:policy component",
+        ),
+        (
+            "an ungranted import",
+            std::fs::read(plugin_path("kv_probe")).unwrap(),
+            "log",
+            "sluice:policy/kv",
+        ),
+        (
+            "an unknown capability",
+            std::fs::read(plugin_path("noop")).unwrap(),
+            "files",
+            "unknown capability",
+        ),
+    ];
+    for (what, body, grants, reason) in cases {
+        let r = upload(body, grants).await;
+        let j = problem(&r, 422);
+        assert!(r.body.contains(reason), "{what}: {}", r.body);
+        assert!(j["detail"].is_string());
+    }
+    let config = as_admin(&gw, "GET", "/v1/config", None).await;
+    assert_eq!(config.header("etag"), Some("\"0\""), "nothing was stored");
+    assert_eq!(config.json()["plugins"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_need_a_signature_by_a_trusted_key_when_keys_are_configured() {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let public = b64.encode(ring::signature::KeyPair::public_key(&key).as_ref());
+    let gw = gateway(&format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntrusted_keys = [\"{public}\"]\n"
+    ));
+    let token = gw.admin_token();
+    let bytes = std::fs::read(plugin_path("noop")).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let good = b64.encode(key.sign(digest.as_ref()).as_ref());
+    let wrong = b64.encode(key.sign(b"something else").as_ref());
+    let path = "/v1/plugins/p/versions";
+    let unsigned = admin(&gw, "POST", path, Some(&token), Some(bytes.clone()), &[]).await;
+    assert!(
+        problem(&unsigned, 422)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signature")
+    );
+    let bad = [("x-sluice-signature", wrong.as_str())];
+    let r = admin(&gw, "POST", path, Some(&token), Some(bytes.clone()), &bad).await;
+    assert!(
+        problem(&r, 422)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify")
+    );
+    let signed = [("x-sluice-signature", good.as_str())];
+    let r = admin(&gw, "POST", path, Some(&token), Some(bytes), &signed).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let p = as_admin(&gw, "GET", "/v1/plugins/p", None).await.json();
+    assert_eq!(p["versions"][0]["signed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_have_etags_stale_writes_get_412_and_invalid_ones_change_nothing() {
+    let gw = gateway("");
+    let token = gw.admin_token();
+    let route = json!({ "path": "/api-route", "respond": "echo" });
+    let created = as_admin(&gw, "PUT", "/v1/routes/r", Some(route)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let etag = created.header("etag").unwrap().to_string();
+    assert_eq!(
+        get(&gw, "/api-route").await.status,
+        200,
+        "live after the call returns"
+    );
+    assert_eq!(
+        as_admin(&gw, "GET", "/v1/routes/r", None)
+            .await
+            .header("etag"),
+        Some(etag.as_str())
+    );
+
+    let v2 = json!({ "path": "/api-route-2", "respond": "echo" }).to_string();
+    let r = admin(
+        &gw,
+        "PUT",
+        "/v1/routes/r",
+        Some(&token),
+        Some(v2.clone().into_bytes()),
+        &[("if-match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The old ETag is now stale.
+    let stale = admin(
+        &gw,
+        "PUT",
+        "/v1/routes/r",
+        Some(&token),
+        Some(v2.into_bytes()),
+        &[("if-match", &etag)],
+    )
+    .await;
+    problem(&stale, 412);
+    let stale_delete = admin(
+        &gw,
+        "DELETE",
+        "/v1/routes/r",
+        Some(&token),
+        None,
+        &[("if-match", &etag)],
+    )
+    .await;
+    problem(&stale_delete, 412);
+
+    // A route naming an unknown upstream: 422 with the field path; nothing changes.
+    let before = as_admin(&gw, "GET", "/v1/config", None).await;
+    let bad = json!({ "path": "/bad", "upstream": "nowhere" });
+    let r = as_admin(&gw, "PUT", "/v1/routes/bad", Some(bad)).await;
+    let j = problem(&r, 422);
+    assert!(
+        j["errors"][0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("routes["),
+        "{j}"
+    );
+    assert!(r.body.contains("nowhere"), "{}", r.body);
+    let after = as_admin(&gw, "GET", "/v1/config", None).await;
+    assert_eq!(before.body, after.body);
+    assert_eq!(before.header("etag"), after.header("etag"));
+    assert_eq!(get(&gw, "/bad").await.status, 404);
+    assert_eq!(get(&gw, "/api-route-2").await.status, 200);
+
+    // A file route's name cannot be taken over.
+    let gw2 = gateway("[[routes]]\nname = \"fixed\"\npath = \"/fixed\"\nrespond = \"echo\"\n");
+    let r = as_admin(
+        &gw2,
+        "PUT",
+        "/v1/routes/fixed",
+        Some(json!({ "path": "/x", "respond": "echo" })),
+    )
+    .await;
+    assert!(
+        problem(&r, 422)["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("defined in the file")
+    );
+}
+
+/// A route `/r/…` answered by the echo responder behind plugin `p`.
+fn route_with_plugin(tag: u32) -> Value {
+    json!({
+        "path_prefix": "/r/",
+        "respond": "echo",
+        "response_headers": { "set": { "x-rev": tag.to_string() } },
+        "policies": [{ "plugin": "p" }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_plugin_serves_the_next_request_and_rollback_restores_the_previous_one() {
+    let gw = gateway("");
+    let r = push(&gw, "p", "noop", "kv").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["version"], 1);
+    let r = as_admin(&gw, "PUT", "/v1/routes/r", Some(route_with_plugin(0))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // noop continues: the echo responder answers.
+    assert_eq!(get(&gw, "/r/kv/k").await.status, 200);
+
+    // Version 2 (the kv probe) answers /kv/ paths itself: 404 for a missing key.
+    let r = push(&gw, "p", "kv_probe", "").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(
+        get(&gw, "/r/kv/k").await.status,
+        404,
+        "v2 serves the next request"
+    );
+
+    let r = as_admin(&gw, "POST", "/v1/plugins/p/rollback", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["active"], 1);
+    assert_eq!(get(&gw, "/r/kv/k").await.status, 200, "v1 again");
+
+    let status = as_admin(&gw, "GET", "/v1/status", None).await.json();
+    let p = &status["plugins"].as_array().unwrap()[0];
+    assert_eq!(
+        (p["name"].as_str(), p["version"].as_u64()),
+        (Some("p"), Some(1))
+    );
+
+    // A plugin in use cannot be removed; the route goes first.
+    problem(&as_admin(&gw, "DELETE", "/v1/plugins/p", None).await, 422);
+    assert_eq!(
+        as_admin(&gw, "DELETE", "/v1/routes/r", None).await.status,
+        204
+    );
+    assert_eq!(
+        as_admin(&gw, "DELETE", "/v1/plugins/p", None).await.status,
+        204
+    );
+}
+
+/// A configuration whose store and token file live in `dir` (so a second process finds
+/// them).
+fn persistent(dir: &std::path::Path) -> String {
+    format!(
+        "[state]\npath = \"{0}/store.redb\"\n\n[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"{0}/token\"\n",
+        dir.display()
+    )
+}
+
+fn token_in(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_routes_plugins_consumers_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = gateway(&persistent(dir.path()));
+    let token = token_in(dir.path());
+    let call = |gw: &Gateway, m: &'static str, p: &'static str, b: Option<Value>| {
+        let token = token.clone();
+        let gw_url = gw.admin_url();
+        async move {
+            let mut req = http::Request::builder()
+                .method(m)
+                .uri(format!("{gw_url}{p}"))
+                .header("authorization", format!("Bearer {token}"));
+            req = req.header("content-type", "application/json");
+            send(
+                req.body(Full::new(Bytes::from(
+                    b.map(|b| b.to_string()).unwrap_or_default(),
+                )))
+                .unwrap(),
+            )
+            .await
+        }
+    };
+    let bytes = std::fs::read(plugin_path("noop")).unwrap();
+    let up = admin(
+        &gw,
+        "POST",
+        "/v1/plugins/p/versions",
+        Some(&token),
+        Some(bytes),
+        &[],
+    )
+    .await;
+    assert_eq!(up.status, 201, "{}", up.body);
+    assert_eq!(
+        call(&gw, "PUT", "/v1/routes/r", Some(route_with_plugin(7)))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        call(
+            &gw,
+            "PUT",
+            "/v1/consumers/alice",
+            Some(json!({ "tags": ["gold"] }))
+        )
+        .await
+        .status,
+        201
+    );
+    let before = call(&gw, "GET", "/v1/config", None).await;
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(10)).expect("exits");
+
+    let gw = gateway(&persistent(dir.path()));
+    let after = call(&gw, "GET", "/v1/config", None).await;
+    assert_eq!(
+        after.status, 200,
+        "the old token still works: {}",
+        after.body
+    );
+    assert_eq!(before.body, after.body);
+    let r = get(&gw, "/r/anything").await;
+    assert_eq!((r.status, r.header("x-rev")), (200, Some("7")));
+    assert!(
+        gw.stderr()
+            .iter()
+            .any(|l| l.contains("plugin compiled") && l.contains("plugin=p"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_swaps_and_route_changes_under_load_fail_no_request() {
+    let gw = Arc::new(gateway(""));
+    assert_eq!(push(&gw, "p", "noop", "kv").await.status, 201);
+    assert_eq!(
+        as_admin(&gw, "PUT", "/v1/routes/r", Some(route_with_plugin(0)))
+            .await
+            .status,
+        201
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = get(&gw, "/r/load").await;
+                    seen.push((r.status, r.header("x-rev").map(String::from)));
+                }
+                seen
+            })
+        })
+        .collect();
+    for i in 1..=30u32 {
+        let r = if i % 2 == 0 {
+            let file = if i % 4 == 0 { "noop" } else { "kv_probe" };
+            push(&gw, "p", file, "").await
+        } else {
+            as_admin(&gw, "PUT", "/v1/routes/r", Some(route_with_plugin(i))).await
+        };
+        assert!(r.status == 200 || r.status == 201, "change {i}: {}", r.body);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for l in loaders {
+        for (status, rev) in l.await.unwrap() {
+            total += 1;
+            assert_eq!(status, 200);
+            let rev: u32 = rev.expect("x-rev").parse().unwrap();
+            assert!(rev <= 29 && rev % 2 == 1 || rev == 0, "x-rev {rev}");
+        }
+    }
+    assert!(total > 30, "{total} requests");
+    // The listener was never rebound.
+    assert_eq!(
+        gw.stderr()
+            .iter()
+            .filter(|l| l.contains(" listening ") && l.contains("listener=main"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_admin_write_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = gateway(&persistent(dir.path()));
+    let token = token_in(dir.path());
+    let url = gw.admin_url();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let (acked, token) = (acked.clone(), token.clone());
+        tokio::spawn(async move {
+            let client = sluice_tests::client();
+            for i in 0.. {
+                let req = http::Request::put(format!("{url}/v1/consumers/c{i}"))
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .unwrap();
+                match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                    Ok(Ok(r)) if r.status() == 201 => acked.lock().unwrap().push(format!("c{i}")),
+                    Ok(Ok(r)) => panic!("write answered {}", r.status()),
+                    _ => return,
+                }
+            }
+        })
+    };
+    // Kill once a few dozen writes are acknowledged, while more are in flight.
+    while acked.lock().unwrap().len() < 40 {
+        tokio::task::yield_now().await;
+    }
+    gw.signal("KILL");
+    gw.wait_exit(Duration::from_secs(10)).expect("killed");
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+
+    let gw = gateway(&persistent(dir.path()));
+    let r = admin(&gw, "GET", "/v1/consumers", Some(&token), None, &[]).await;
+    assert_eq!(r.status, 200);
+    let names: Vec<String> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    for a in &acked {
+        assert!(names.contains(a), "{a} was acknowledged but is gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_describes_exactly_the_served_endpoints() {
+    let gw = gateway("");
+    let doc = as_admin(&gw, "GET", "/v1/openapi.json", None).await.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15, "{} paths", paths.len());
+    for (path, item) in paths {
+        let concrete = path.replace("{name}", "x").replace("{id}", "y");
+        for method in ["get", "put", "post", "delete"] {
+            let documented = item.get(method).is_some();
+            let r = as_admin(&gw, &method.to_uppercase(), &concrete, None).await;
+            let unrouted =
+                r.status == 405 || (r.status == 404 && r.body.contains("no such endpoint"));
+            assert_eq!(
+                documented, !unrouted,
+                "{method} {path}: {} {}",
+                r.status, r.body
+            );
+        }
+    }
+    // And an undocumented path is not served.
+    let r = as_admin(&gw, "GET", "/v1/nothing-here", None).await;
+    assert!(
+        problem(&r, 404)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no such endpoint")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_loopback_admin_bind_without_tls_is_refused() {
+    warm_cache();
+    let err = Gateway::try_start(&crate::config("[admin]\nbind = \"0.0.0.0:0\"\n"))
+        .err()
+        .expect("refused");
+    assert!(err.contains("not a loopback address"), "{err}");
+}
+
+/// Runs the CLI against `gw`; returns (exit code, stdout, stderr).
+fn cli(gw: &Gateway, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env("SLUICE_ADMIN_URL", gw.admin_url())
+        .env("SLUICE_ADMIN_TOKEN", token)
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_pushes_lists_rolls_back_applies_exports_and_reports_failures_by_exit_code() {
+    let gw = gateway("");
+    let token = gw.admin_token();
+    let noop = plugin_path("noop").display().to_string();
+    let probe = plugin_path("kv_probe").display().to_string();
+
+    let (code, out, err) = cli(
+        &gw,
+        &token,
+        &["plugin", "push", "p", &noop, "--grants", "kv"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("p version 1 is live"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api.toml");
+    std::fs::write(
+        &file,
+        "[[routes]]\nname = \"r\"\npath_prefix = \"/r/\"\nrespond = \"echo\"\n[[routes.policies]]\nplugin = \"p\"\n\n[upstreams.u]\ntargets = [{ address = \"127.0.0.1:9\" }]\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(&gw, &token, &["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("+ route r") && out.contains("+ upstream u"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&gw, &token, &["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.contains("no changes")),
+        (0, true),
+        "idempotent: {out}"
+    );
+    assert_eq!(get(&gw, "/r/kv/k").await.status, 200);
+
+    let (code, out, err) = cli(&gw, &token, &["plugin", "push", "p", &probe]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("version 2"), "{out}");
+    assert_eq!(get(&gw, "/r/kv/k").await.status, 404);
+    let (code, out, _) = cli(&gw, &token, &["plugin", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("p ") && l.contains(" 2 ")),
+        "{out}"
+    );
+    let (code, out, _) = cli(&gw, &token, &["plugin", "rollback", "p"]);
+    assert_eq!((code, out.trim()), (0, "p: version 1 is live"));
+    assert_eq!(get(&gw, "/r/kv/k").await.status, 200);
+
+    let (code, out, _) = cli(&gw, &token, &["route", "list"]);
+    assert!(
+        code == 0 && out.contains("r ") && out.contains("/r/"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&gw, &token, &["route", "get", "r"]);
+    assert!(
+        code == 0 && out.contains("[[routes]]") && out.contains("path_prefix = \"/r/\""),
+        "{out}"
+    );
+    let (code, out, _) = cli(&gw, &token, &["--json", "status"]);
+    assert_eq!(code, 0);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["plugins"][0]["version"], 1);
+
+    let (code, out, _) = cli(
+        &gw,
+        &token,
+        &["consumer", "add", "alice", "--tag", "gold", "--key"],
+    );
+    assert!(
+        code == 0 && out.contains("api key (shown once): sk_"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&gw, &token, &["consumer", "list"]);
+    assert!(
+        code == 0 && out.contains("alice") && out.contains("gold"),
+        "{out}"
+    );
+    let (code, out, _) = cli(
+        &gw,
+        &token,
+        &["token", "create", "ci", "--role", "read-only"],
+    );
+    assert!(code == 0 && out.contains("shown once: sk_"), "{out}");
+    let viewer = out.trim().rsplit(' ').next().unwrap().to_string();
+    let (code, _, err) = cli(&gw, &viewer, &["consumer", "rm", "alice"]);
+    assert_eq!(code, 1, "a refused call exits 1: {err}");
+    assert!(err.contains("403") && err.contains("read-only"), "{err}");
+    let (code, _, _) = cli(&gw, &token, &["token", "rm", "ci"]);
+    assert_eq!(code, 0);
+
+    // export → apply round-trips.
+    let (code, exported, _) = cli(&gw, &token, &["export"]);
+    assert_eq!(code, 0);
+    let again = dir.path().join("exported.toml");
+    std::fs::write(&again, &exported).unwrap();
+    let (code, out, err) = cli(&gw, &token, &["apply", "-f", again.to_str().unwrap()]);
+    assert_eq!((code, out.contains("no changes")), (0, true), "{out}{err}");
+
+    let (code, _, err) = cli(&gw, "wrong-token-value", &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("401"), "{err}");
+    let (code, _, _) = cli(&gw, &token, &["route", "rm", "r"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(&gw, &token, &["route", "rm", "r"]);
+    assert_eq!(code, 1, "{err}");
+
+    let unreachable = Command::new(binary())
+        .args(["status", "--admin", "http://127.0.0.1:9"])
+        .env("SLUICE_ADMIN_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_copies_the_store_while_the_gateway_runs() {
+    let gw = gateway("");
+    assert_eq!(
+        as_admin(&gw, "PUT", "/v1/consumers/bob", Some(json!({})))
+            .await
+            .status,
+        201
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backup.redb");
+    let state = gw.dir().join("data/sluice.redb");
+    let out = Command::new(binary())
+        .args([
+            "backup",
+            "--state",
+            state.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The copy opens as a store and holds the consumer.
+    let copy = sluice::state::Db::open(&to).unwrap();
+    let (managed, revision) = copy.managed().unwrap();
+    assert!(managed.consumers.contains_key("bob"));
+    assert_eq!(revision, 1);
+}
