@@ -100,11 +100,38 @@ pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Confi
             Err(e) => issues.push(Issue::new(at, e.to_string())),
         }
     }
+    let consumers = stored_consumers(managed);
+    for r in &mut out.routes {
+        for p in &mut r.policies {
+            for (_, v) in p.config.iter_mut() {
+                if v.as_str() == Some(CONSUMERS_MARKER) {
+                    *v = consumers.clone();
+                }
+            }
+        }
+    }
     if issues.is_empty() {
         Ok(out)
     } else {
         Err(issues)
     }
+}
+
+/// A policy configuration value equal to this is replaced by the stored consumers' API-key
+/// credentials, `[{ name, key_sha256 }, …]` (the shape `key-auth`'s `consumers` takes).
+pub const CONSUMERS_MARKER: &str = "@consumers";
+
+fn stored_consumers(managed: &Managed) -> toml::Value {
+    let mut list = Vec::new();
+    for (name, c) in &managed.consumers {
+        for k in c.credentials.iter().filter(|k| k.kind == "key") {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), name.clone().into());
+            t.insert("key_sha256".into(), k.sha256.clone().into());
+            list.push(toml::Value::Table(t));
+        }
+    }
+    toml::Value::Array(list)
 }
 
 /// Writes the active components of `managed` from the store into `dir` when absent.

@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod policy;
 pub mod proxy;
 pub mod routing;
+pub mod scaffold;
 pub mod server;
 pub mod snapshot;
 pub mod state;

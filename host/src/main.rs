@@ -87,6 +87,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCmd {
+    /// Create a Rust policy crate on the SDK (it builds and passes its own test at once).
+    New {
+        /// Policy name (lowercase letters, digits, '-').
+        name: String,
+        /// Directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK (`sdk/` of a Sluice checkout).
+        #[arg(long, default_value_os_t = sluice::scaffold::default_sdk())]
+        sdk: PathBuf,
+    },
     /// Upload a component as the plugin's next version and make it live.
     Push {
         /// Plugin name.
@@ -240,7 +251,10 @@ fn client(cli: &Cli) -> ExitCode {
             Command::Token(TokenCmd::Rm { name }) => {
                 cli::remove(&t, &format!("/v1/tokens/{name}"), &format!("token {name}")).await
             }
-            Command::Run { .. } | Command::Validate { .. } | Command::Backup { .. } => {
+            Command::Run { .. }
+            | Command::Validate { .. }
+            | Command::Backup { .. }
+            | Command::Plugin(PluginCmd::New { .. }) => {
                 unreachable!("handled in main")
             }
         }
@@ -256,6 +270,18 @@ const DEFAULT_FILE: &str = "gateway.toml";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Plugin(PluginCmd::New { name, dir, sdk }) => {
+            match sluice::scaffold::new_policy(&name, &dir, &sdk) {
+                Ok(root) => {
+                    println!("created {} (cd there and run `cargo test`)", root.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Backup { state, to } => match sluice::state::backup_file(&state, &to) {
             Ok(()) => {
                 println!("{} copied to {}", state.display(), to.display());

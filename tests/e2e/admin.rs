@@ -798,3 +798,169 @@ async fn backup_copies_the_store_while_the_gateway_runs() {
     assert!(managed.consumers.contains_key("bob"));
     assert_eq!(revision, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_auth_accepts_the_api_keys_of_stored_consumers_until_they_are_deleted() {
+    let gw = gateway(&crate::policies::plugin(
+        "key-auth",
+        "key_auth",
+        "grants = [\"kv\", \"log\"]",
+    ));
+    assert_eq!(
+        as_admin(&gw, "PUT", "/v1/consumers/alice", Some(json!({})))
+            .await
+            .status,
+        201
+    );
+    let cred = as_admin(&gw, "POST", "/v1/consumers/alice/credentials", None).await;
+    assert_eq!(cred.status, 201, "{}", cred.body);
+    let (key, id) = {
+        let j = cred.json();
+        (
+            j["key"].as_str().unwrap().to_string(),
+            j["id"].as_str().unwrap().to_string(),
+        )
+    };
+    // Only the hash is stored.
+    let config = as_admin(&gw, "GET", "/v1/config", None).await;
+    assert!(!config.body.contains(&key));
+    let route = json!({
+        "path_prefix": "/secure/",
+        "respond": "echo",
+        "policies": [{ "plugin": "key-auth", "config": { "consumers": "@consumers" } }],
+    });
+    let r = as_admin(&gw, "PUT", "/v1/routes/secure", Some(route)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let url = gw.url("main", "/secure/x");
+    assert_eq!(sluice_tests::get(&url, &[]).await.status, 401);
+    assert_eq!(
+        sluice_tests::get(&url, &[("x-api-key", &key)]).await.status,
+        200
+    );
+
+    // A second consumer's key works at once; deleting alice's credential revokes hers.
+    assert_eq!(
+        as_admin(&gw, "PUT", "/v1/consumers/bob", Some(json!({})))
+            .await
+            .status,
+        201
+    );
+    let bob = as_admin(&gw, "POST", "/v1/consumers/bob/credentials", None)
+        .await
+        .json();
+    let bob_key = bob["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        sluice_tests::get(&url, &[("x-api-key", &bob_key)])
+            .await
+            .status,
+        200
+    );
+    let path = format!("/v1/consumers/alice/credentials/{id}");
+    assert_eq!(as_admin(&gw, "DELETE", &path, None).await.status, 204);
+    assert_eq!(
+        sluice_tests::get(&url, &[("x-api-key", &key)]).await.status,
+        401
+    );
+    assert_eq!(
+        sluice_tests::get(&url, &[("x-api-key", &bob_key)])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scaffolded_policy_passes_its_test_builds_and_serves_once_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["plugin", "new", "tenant-check", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let krate = dir.path().join("tenant-check");
+    // Share the guest workspace's build directory: its dependencies are already built.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target");
+    let cargo = |args: &[&str]| {
+        let sysroot = Command::new("rustc")
+            .args(["--print", "sysroot"])
+            .output()
+            .unwrap();
+        let sysroot = String::from_utf8(sysroot.stdout).unwrap();
+        let host = Command::new("rustc").arg("-vV").output().unwrap();
+        let host = String::from_utf8(host.stdout).unwrap();
+        let host = host
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .unwrap()
+            .to_string();
+        let linker = format!(
+            "{}/lib/rustlib/{host}/bin/wasm-component-ld",
+            sysroot.trim()
+        );
+        Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(&krate)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", linker)
+            .output()
+            .unwrap()
+    };
+    let test = cargo(&["test", "--offline"]);
+    let text = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        test.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(text.contains("test result: ok. 1 passed"), "{text}");
+    let build = cargo(&[
+        "build",
+        "--offline",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]);
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = target.join("wasm32-unknown-unknown/release/tenant_check.wasm");
+    let bytes = std::fs::read(&wasm).unwrap();
+    let _ = std::fs::remove_file(&wasm);
+
+    let gw = gateway("");
+    let token = gw.admin_token();
+    let up = admin(
+        &gw,
+        "POST",
+        "/v1/plugins/tenant-check/versions",
+        Some(&token),
+        Some(bytes),
+        &[],
+    )
+    .await;
+    assert_eq!(up.status, 201, "{}", up.body);
+    let route = json!({
+        "path_prefix": "/t/",
+        "respond": "echo",
+        "policies": [{ "plugin": "tenant-check", "config": { "header": "x-tenant" } }],
+    });
+    assert_eq!(
+        as_admin(&gw, "PUT", "/v1/routes/t", Some(route))
+            .await
+            .status,
+        201
+    );
+    let url = gw.url("main", "/t/x");
+    assert_eq!(sluice_tests::get(&url, &[]).await.status, 400);
+    assert_eq!(
+        sluice_tests::get(&url, &[("x-tenant", "a")]).await.status,
+        200
+    );
+}
