@@ -136,7 +136,7 @@ log "upload gateway: main $MAIN, admin $ADMIN; p = noop, route r live"
 
 UP=$WORK/uploads.tsv
 printf 'upload\tcomponent\tcache\tupload_ms\tget_ms\tgets\ttotal_ms\twall_ms\n' >"$UP"
-GET=(curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "$MAIN/r/kv/k")
+GET=(-s -o /dev/null -w '%{http_code} %{time_total}\n' "$MAIN/r/kv/k") # curl options of one GET
 for ((u = 0; u <= ROUNDS; u++)); do
     if ((u % 2 == 0)); then comp=kv_probe want=404; else comp=noop want=200; fi
     cache=$( ((u == 0)) && echo cold || echo warm)
@@ -147,7 +147,7 @@ for ((u = 0; u <= ROUNDS; u++)); do
     { read -r up_code up_s; read -r code get_s; } <<<"$out"
     gets=1 more_s=0
     while [[ $code != "$want" ]] && ((gets < 1000)); do
-        read -r code s < <("${GET[@]}")
+        read -r code s < <(curl "${GET[@]}")
         gets=$((gets + 1)) more_s=$(awk -v a="$more_s" -v b="$s" 'BEGIN{print a + b}')
     done
     t1=$(date +%s%N)
@@ -163,9 +163,10 @@ stop_gw
 # ---------------------------------------------------------------- 2 + 3. start → ready, idle RSS
 KEY_SHA=$(printf %s bench-key-5b2e7f0c | sha256sum | cut -d' ' -f1)
 declare -A CONF=(
-    [noop]='{}' [echo_attrs]='{ name = "x" }' [analytics]='{}' [kv_probe]='{}' [ip_restriction]='{ allow = ["127.0.0.1"] }'
-    [key_auth]="{ consumers = [{ name = \"bench\", key_sha256 = \"$KEY_SHA\" }] }" [cors]='{ origins = ["https://app.example.com"] }'
-    [rate_limit]='{ requests = 1000000, window = "1m", key = "client_ip" }' [body_check]='{ max_bytes = 1024, deny_substring = "forbidden" }'
+    [noop]='{}' [echo_attrs]='{ name = "x" }' [analytics]='{}' [kv_probe]='{}'
+    [key_auth]="{ consumers = [{ name = \"bench\", key_sha256 = \"$KEY_SHA\" }] }"
+    [rate_limit]='{ requests = 1000000, window = "1m", key = "client_ip" }' [ip_restriction]='{ allow = ["127.0.0.1"] }'
+    [cors]='{ origins = ["https://app.example.com"] }' [body_check]='{ max_bytes = 1024, deny_substring = "forbidden" }'
     [request_transformer]='{ headers = { set = { x-gateway = "sluice" } } }'
 )
 {
