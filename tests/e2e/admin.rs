@@ -388,6 +388,10 @@ async fn a_pushed_plugin_serves_the_next_request_and_rollback_restores_the_previ
         (p["name"].as_str(), p["version"].as_u64()),
         (Some("p"), Some(1))
     );
+    let policy = &status["policies"].as_array().unwrap()[0];
+    assert_eq!(policy["plugin"], "p");
+    assert!(policy["instantiations"].as_u64().unwrap() >= 1, "{policy}");
+    assert_eq!(policy["failures"], 0);
 
     // A plugin in use cannot be removed; the route goes first.
     problem(&as_admin(&gw, "DELETE", "/v1/plugins/p", None).await, 422);

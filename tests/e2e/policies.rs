@@ -606,6 +606,30 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
             "no failure logged for {name}"
         );
     }
+
+    // …and counted, per policy, in the admin API's status.
+    let status = send(
+        http::Request::get(format!("{}/v1/status", gw.admin_url()))
+            .header("authorization", format!("Bearer {}", gw.admin_token()))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .json();
+    for (name, _, _) in CASES {
+        let failures: u64 = status["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["policy"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(&format!("{name}-request/")))
+            })
+            .map(|p| p["failures"].as_u64().unwrap())
+            .sum();
+        assert!(failures >= 1, "{name}: {status}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -702,6 +702,13 @@ pub(super) async fn status(State(a): State<Arc<Admin>>) -> ApiResult {
             "fallbacks": store.stats.counts(),
         },
         "store": { "path": store.db.path().display().to_string() },
+        "policies": live.policies.iter().map(|p| json!({
+            "policy": p.label,
+            "plugin": p.plugin,
+            "failures": p.stats.failures.load(std::sync::atomic::Ordering::Relaxed),
+            "skipped": p.stats.skipped.load(std::sync::atomic::Ordering::Relaxed),
+            "instantiations": p.stats.instantiations.load(std::sync::atomic::Ordering::Relaxed),
+        })).collect::<Vec<_>>(),
     }))
     .into_response())
 }

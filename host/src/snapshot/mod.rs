@@ -90,6 +90,8 @@ pub struct Snapshot {
     pub policy_env: Arc<PolicyEnv>,
     /// SHA-256 of each loaded plugin's component, by plugin name.
     pub plugin_digests: BTreeMap<String, String>,
+    /// Every policy instance of every route (for their counters).
+    pub policies: Vec<Arc<crate::policy::PolicyInstance>>,
 }
 
 impl Snapshot {
@@ -185,6 +187,7 @@ impl Snapshot {
         }
 
         let plugins = pipeline::compile_plugins(config, &env, &mut issues);
+        let mut policies = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let at = root.key("routes").index(i);
@@ -201,6 +204,7 @@ impl Snapshot {
             if let Some(rt) = &mut rt {
                 rt.pipeline =
                     pipeline::compile_pipeline(config, r, &at, &plugins, &env, &mut issues).await;
+                policies.extend(rt.pipeline.iter().map(|s| s.policy.clone()));
             }
             for (j, l) in r.listeners.iter().enumerate() {
                 if !config.listeners.iter().any(|x| &x.name == l) {
@@ -237,6 +241,7 @@ impl Snapshot {
                     .iter()
                     .map(|(n, c)| (n.clone(), c.digest.clone()))
                     .collect(),
+                policies,
             })
         } else {
             Err(issues)
