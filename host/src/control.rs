@@ -48,8 +48,15 @@ pub fn plugin_dir(state: &config::StateSettings) -> PathBuf {
         .join("plugins")
 }
 
+/// The plugin name of a policy's `plugin` reference (`name`, `name@3`, `name@<sha256>`).
+pub fn plugin_base(reference: &str) -> &str {
+    reference.split('@').next().unwrap_or(reference)
+}
+
 /// The effective configuration: `file` plus `managed`. A managed resource may not reuse the
-/// name of one in the file.
+/// name of one in the file. A route's policy may pin an uploaded plugin's version with
+/// `plugin = "name@3"` or a digest (`"name@sha256:ab12…"`, at least 8 hex digits); unpinned
+/// references use the active version.
 pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Config, Vec<Issue>> {
     let mut out = file.clone();
     let mut issues = Vec::new();
@@ -100,6 +107,7 @@ pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Confi
             Err(e) => issues.push(Issue::new(at, e.to_string())),
         }
     }
+    pin_versions(&mut out, managed, plugins, &mut issues);
     let consumers = stored_consumers(managed);
     for r in &mut out.routes {
         for p in &mut r.policies {
@@ -115,6 +123,59 @@ pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Confi
     } else {
         Err(issues)
     }
+}
+
+/// Adds a plugin entry `name@ref` for every pinned reference a route makes.
+fn pin_versions(out: &mut Config, managed: &Managed, plugins: &Path, issues: &mut Vec<Issue>) {
+    let mut pinned = std::collections::BTreeMap::new();
+    for (i, r) in out.routes.iter().enumerate() {
+        for (j, p) in r.policies.iter().enumerate() {
+            let Some((name, wanted)) = p.plugin.split_once('@') else {
+                continue;
+            };
+            let at = KeyPath::default()
+                .key("routes")
+                .index(i)
+                .key("policies")
+                .index(j)
+                .key("plugin");
+            let Some(m) = managed.plugins.get(name) else {
+                issues.push(Issue::new(
+                    at,
+                    format!(
+                        "versions can be pinned only for uploaded plugins; {name:?} is not one"
+                    ),
+                ));
+                continue;
+            };
+            let digest = wanted.strip_prefix("sha256:").unwrap_or(wanted);
+            let found = match wanted.parse::<u32>() {
+                Ok(n) => m.versions.iter().find(|v| v.version == n),
+                Err(_) if digest.len() >= 8 => {
+                    m.versions.iter().find(|v| v.digest.starts_with(digest))
+                }
+                Err(_) => None,
+            };
+            let Some(v) = found else {
+                issues.push(Issue::new(
+                    at,
+                    format!("plugin {name:?} has no version {wanted:?}"),
+                ));
+                continue;
+            };
+            let mut settings = m.settings.clone();
+            let path = plugins.join(format!("{}.wasm", v.digest));
+            settings.insert("path".into(), path.display().to_string().into());
+            settings.insert("version".into(), v.version.to_string().into());
+            match serde_json::from_value::<config::Plugin>(settings.into()) {
+                Ok(plugin) => {
+                    pinned.insert(p.plugin.clone(), plugin);
+                }
+                Err(e) => issues.push(Issue::new(at, e.to_string())),
+            }
+        }
+    }
+    out.plugins.extend(pinned);
 }
 
 /// A policy configuration value equal to this is replaced by the stored consumers' API-key
@@ -134,12 +195,23 @@ fn stored_consumers(managed: &Managed) -> toml::Value {
     toml::Value::Array(list)
 }
 
-/// Writes the active components of `managed` from the store into `dir` when absent.
-pub fn materialise_plugins(db: &Db, managed: &Managed, dir: &Path) -> Result<(), String> {
-    for p in managed.plugins.values() {
-        let Some(v) = p.active_version() else {
-            continue;
-        };
+/// Writes the components `config` loads from `dir` (active and pinned versions) from the
+/// store when absent.
+pub fn materialise_plugins(
+    db: &Db,
+    managed: &Managed,
+    config: &Config,
+    dir: &Path,
+) -> Result<(), String> {
+    let needed = managed
+        .plugins
+        .values()
+        .flat_map(|p| p.versions.iter())
+        .filter(|v| {
+            let path = dir.join(format!("{}.wasm", v.digest));
+            config.plugins.values().any(|p| p.path == path)
+        });
+    for v in needed {
         let path = dir.join(format!("{}.wasm", v.digest));
         if path.exists() {
             continue;
@@ -183,10 +255,10 @@ pub async fn build_composed(
     env: Arc<PolicyEnv>,
 ) -> Result<Snapshot, Vec<Issue>> {
     let dir = plugin_dir(&loaded.config.state);
-    if let Err(e) = materialise_plugins(&env.store.db, managed, &dir) {
+    let config = compose(&loaded.config, managed, &dir)?;
+    if let Err(e) = materialise_plugins(&env.store.db, managed, &config, &dir) {
         return Err(vec![Issue::new(KeyPath::default().key("plugins"), e)]);
     }
-    let config = compose(&loaded.config, managed, &dir)?;
     Snapshot::build(&config, env).await
 }
 

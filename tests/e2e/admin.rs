@@ -376,6 +376,43 @@ async fn a_pushed_plugin_serves_the_next_request_and_rollback_restores_the_previ
         404,
         "v2 serves the next request"
     );
+    // A route may pin a version, by number or by digest.
+    let v1 = as_admin(&gw, "GET", "/v1/plugins/p", None).await.json()["versions"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (name, reference) in [
+        ("pin-n", "p@1".to_string()),
+        ("pin-d", format!("p@sha256:{}", &v1[..12])),
+    ] {
+        let route = json!({
+            "path_prefix": format!("/{name}/"),
+            "respond": "echo",
+            "policies": [{ "plugin": reference }],
+        });
+        let r = as_admin(&gw, "PUT", &format!("/v1/routes/{name}"), Some(route)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(
+            get(&gw, &format!("/{name}/kv/k")).await.status,
+            200,
+            "{name} runs v1"
+        );
+        assert_eq!(
+            as_admin(&gw, "DELETE", &format!("/v1/routes/{name}"), None)
+                .await
+                .status,
+            204
+        );
+    }
+    let missing =
+        json!({ "path_prefix": "/pin-x/", "respond": "echo", "policies": [{ "plugin": "p@9" }] });
+    let r = as_admin(&gw, "PUT", "/v1/routes/pin-x", Some(missing)).await;
+    assert!(
+        problem(&r, 422)["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no version")
+    );
 
     let r = as_admin(&gw, "POST", "/v1/plugins/p/rollback", None).await;
     assert_eq!(r.status, 200, "{}", r.body);

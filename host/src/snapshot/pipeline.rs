@@ -245,7 +245,10 @@ pub async fn compile_pipeline(
             }
         };
         let Ok(runtime) = env.runtime() else { continue };
-        let (Some(kv), Some(limiter)) = (env.kv(&p.plugin, p), env.limiter(&label, p)) else {
+        let (Some(kv), Some(limiter)) = (
+            env.kv(crate::control::plugin_base(&p.plugin), p),
+            env.limiter(&label, p),
+        ) else {
             issues.push(Issue::new(
                 pat.clone(),
                 "kv_backend or rate_limit_backend uses Redis but there is no [redis] section \
