@@ -14,7 +14,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use gateway::Gateway;
-pub use redis::RedisServer;
+pub use redis::{Cluster, RedisServer, Sentinel};
 pub use upstream::{Seen, Upstream};
 
 use std::time::Duration;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use sluice_tests::{Gateway, RedisServer, Resp, client};
+use sluice_tests::{Cluster, Gateway, RedisServer, Resp, Sentinel, client};
 
 use crate::policies::{plugin, policy_settings, request, warm_cache};
 
@@ -545,4 +545,72 @@ impl FixedRateLoad {
         }
         (statuses, slowest)
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_behind_sentinel_is_found_through_the_sentinel() {
+    let master = RedisServer::start();
+    let sentinel = Sentinel::start(&master);
+    let body = format!(
+        "{}[redis]\nurl = \"{}\"\ncommand_timeout = \"2s\"\n\n{}",
+        probes(),
+        sentinel.url(),
+        probe_route("s", "probe-a", "redis", "closed"),
+    );
+    let gw = gateway("", &body);
+    assert!(gw.wait_stderr(|l| l.contains("redis connected"), Duration::from_secs(10)));
+    assert_eq!(
+        status_body(&gw, "PUT", "/s/kv/via-sentinel?value=1")
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        status_body(&gw, "GET", "/s/kv/via-sentinel").await,
+        (200, "1".into())
+    );
+    // The write landed on the master the sentinel names.
+    assert_eq!(
+        master.command(&["GET", "sluice:kv:{probe-a}:via-sentinel"]),
+        "$1\r\n1\r\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_and_limits_work_on_a_redis_cluster() {
+    let cluster = Cluster::start();
+    let body = format!(
+        "{}{}[redis]\nurl = \"{}\"\ncommand_timeout = \"2s\"\n\n{}{}",
+        probes(),
+        rate_limit_plugin(),
+        cluster.url(),
+        probe_route("c", "probe-a", "redis", "closed"),
+        limited_route("limited", 3, "redis", "closed"),
+    );
+    let gw = gateway("", &body);
+    assert!(gw.wait_stderr(|l| l.contains("redis connected"), Duration::from_secs(10)));
+    // Keys of one plugin share a slot (the plugin name is the hash tag), so the namespace
+    // index and its values are updated atomically by one script on one node.
+    for i in 0..5 {
+        assert_eq!(
+            status_body(&gw, "PUT", &format!("/c/kv/k{i}?value={i}"))
+                .await
+                .0,
+            204
+        );
+    }
+    for i in 0..5 {
+        assert_eq!(
+            status_body(&gw, "GET", &format!("/c/kv/k{i}")).await,
+            (200, i.to_string())
+        );
+    }
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(call(&gw, "GET", "/limited/").await.status);
+        }
+        v
+    };
+    assert_eq!(statuses, vec![200, 200, 200, 429]);
 }
