@@ -6,7 +6,9 @@
 //! RFC 9457 problem documents. The OpenAPI 3.1 document (`/v1/openapi.json`) is generated
 //! from the same handler annotations that register the routes, so the two cannot drift.
 
+mod access;
 mod auth;
+mod overview;
 mod plugins;
 mod problem;
 mod resources;
@@ -78,6 +80,8 @@ async fn readyz(State(a): State<Arc<Admin>>) -> impl IntoResponse {
 
 /// The API's routes and their OpenAPI document.
 fn api(admin: Arc<Admin>) -> axum::Router {
+    use access::*;
+    use overview::*;
     use plugins::*;
     use resources::*;
     let (protected, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -1,0 +1,269 @@
+//! Consumers with their credentials, and admin tokens: secrets are returned once and stored
+//! only as SHA-256 hashes.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::Admin;
+use super::auth::new_secret;
+use super::problem::Problem;
+use super::resources::{ApiResult, Listing, check_if_match, etag_of, parse, valid_name, with_etag};
+use crate::state::{Consumer, Credential, Role, TokenRecord, sha256_hex, unix_now};
+
+// ---------------------------------------------------------------- consumers
+
+/// Lists consumers (credentials show their id and kind, never a secret or hash).
+#[utoipa::path(get, path = "/v1/consumers", tag = "consumers",
+    responses((status = 200, description = "Consumers", body = Listing)))]
+pub(super) async fn list_consumers(State(a): State<Arc<Admin>>) -> ApiResult {
+    let (m, _) = a.control.managed()?;
+    let items = m
+        .consumers
+        .iter()
+        .map(|(n, c)| consumer_view(n, c))
+        .collect();
+    Ok(Json(Listing { items }).into_response())
+}
+
+fn consumer_view(name: &str, c: &Consumer) -> Value {
+    json!({
+        "name": name,
+        "tags": c.tags,
+        "credentials": c.credentials.iter()
+            .map(|k| json!({ "id": k.id, "kind": k.kind, "created_at": k.created_at }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// One consumer.
+#[utoipa::path(get, path = "/v1/consumers/{name}", tag = "consumers",
+    params(("name" = String, Path, description = "Consumer name")),
+    responses((status = 200, description = "The consumer"), (status = 404, body = Problem)))]
+pub(super) async fn get_consumer(
+    State(a): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let (m, _) = a.control.managed()?;
+    let c = m
+        .consumers
+        .get(&name)
+        .ok_or_else(|| Problem::not_found(format!("no consumer {name:?}")))?;
+    Ok(with_etag(
+        StatusCode::OK,
+        &consumer_view(&name, c),
+        &etag_of(c),
+    ))
+}
+
+/// A consumer's editable fields.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ConsumerBody {
+    /// Free-form labels.
+    pub tags: Vec<String>,
+}
+
+/// Creates or replaces the consumer `name` (its credentials are kept).
+#[utoipa::path(put, path = "/v1/consumers/{name}", tag = "consumers", request_body = ConsumerBody,
+    params(("name" = String, Path, description = "Consumer name")),
+    responses((status = 200, description = "Replaced"), (status = 201, description = "Created"),
+              (status = 412, body = Problem)))]
+pub(super) async fn put_consumer(
+    State(a): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    valid_name(&name)?;
+    let b: ConsumerBody = if body.is_empty() {
+        ConsumerBody::default()
+    } else {
+        parse(&body)?
+    };
+    let ((created, view, etag), _) = a
+        .control
+        .change(
+            |m| {
+                check_if_match(&headers, m.consumers.get(&name).map(etag_of).as_deref())?;
+                let created = !m.consumers.contains_key(&name);
+                let c = m.consumers.entry(name.clone()).or_default();
+                c.tags = b.tags;
+                Ok::<_, Problem>((created, consumer_view(&name, c), etag_of(&*c)))
+            },
+            vec![],
+        )
+        .await??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_etag(status, &view, &etag))
+}
+
+/// Deletes the consumer `name` and its credentials.
+#[utoipa::path(delete, path = "/v1/consumers/{name}", tag = "consumers",
+    params(("name" = String, Path, description = "Consumer name")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = Problem),
+              (status = 412, body = Problem)))]
+pub(super) async fn delete_consumer(
+    State(a): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    a.control
+        .change(
+            |m| {
+                let c = m
+                    .consumers
+                    .get(&name)
+                    .ok_or_else(|| Problem::not_found(format!("no consumer {name:?}")))?;
+                check_if_match(&headers, Some(&etag_of(c)))?;
+                m.consumers.remove(&name);
+                Ok::<_, Problem>(())
+            },
+            vec![],
+        )
+        .await??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Creates an API-key credential for consumer `name`; the key is in this response only.
+#[utoipa::path(post, path = "/v1/consumers/{name}/credentials", tag = "consumers",
+    params(("name" = String, Path, description = "Consumer name")),
+    responses((status = 201, description = "The credential, with its key (shown once)"),
+              (status = 404, body = Problem)))]
+pub(super) async fn create_credential(
+    State(a): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let key = new_secret();
+    let cred = Credential {
+        id: key[3..15].to_owned(),
+        kind: "key".into(),
+        sha256: sha256_hex(key.as_bytes()),
+        created_at: unix_now(),
+    };
+    let id = cred.id.clone();
+    a.control
+        .change(
+            |m| {
+                let c = m
+                    .consumers
+                    .get_mut(&name)
+                    .ok_or_else(|| Problem::not_found(format!("no consumer {name:?}")))?;
+                c.credentials.push(cred);
+                Ok::<_, Problem>(())
+            },
+            vec![],
+        )
+        .await??;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "kind": "key", "key": key })),
+    )
+        .into_response())
+}
+
+/// Deletes a credential.
+#[utoipa::path(delete, path = "/v1/consumers/{name}/credentials/{id}", tag = "consumers",
+    params(("name" = String, Path, description = "Consumer name"),
+           ("id" = String, Path, description = "Credential id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = Problem)))]
+pub(super) async fn delete_credential(
+    State(a): State<Arc<Admin>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    a.control
+        .change(
+            |m| {
+                let c = m
+                    .consumers
+                    .get_mut(&name)
+                    .ok_or_else(|| Problem::not_found(format!("no consumer {name:?}")))?;
+                let before = c.credentials.len();
+                c.credentials.retain(|k| k.id != id);
+                if c.credentials.len() == before {
+                    return Err(Problem::not_found(format!("no credential {id:?}")));
+                }
+                Ok(())
+            },
+            vec![],
+        )
+        .await??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------------------------------------------------------------- tokens
+
+/// Lists admin tokens (names and roles; secrets are never stored).
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    responses((status = 200, description = "Tokens", body = Listing)))]
+pub(super) async fn list_tokens(State(a): State<Arc<Admin>>) -> ApiResult {
+    let tokens = a.db().tokens().map_err(Problem::store)?;
+    let items = tokens
+        .iter()
+        .map(|t| json!({ "name": t.name, "role": t.role, "created_at": t.created_at }))
+        .collect();
+    Ok(Json(Listing { items }).into_response())
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenBody {
+    /// Unique name.
+    pub name: String,
+    /// `admin` or `read-only`.
+    pub role: Role,
+}
+
+/// Creates a token; its secret is in this response only.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = TokenBody,
+    responses((status = 201, description = "The token, with its secret (shown once)"),
+              (status = 409, body = Problem)))]
+pub(super) async fn create_token(State(a): State<Arc<Admin>>, body: Bytes) -> ApiResult {
+    let b: TokenBody = parse(&body)?;
+    valid_name(&b.name)?;
+    let secret = new_secret();
+    let record = TokenRecord {
+        name: b.name.clone(),
+        role: b.role,
+        created_at: unix_now(),
+    };
+    let stored = a
+        .db()
+        .put_token(&sha256_hex(secret.as_bytes()), &record, false)
+        .map_err(Problem::store)?;
+    if !stored {
+        return Err(Problem::conflict(format!("token {:?} exists", b.name)));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": b.name, "role": b.role, "token": secret })),
+    )
+        .into_response())
+}
+
+/// Deletes a token.
+#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path, description = "Token name")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = Problem)))]
+pub(super) async fn delete_token(
+    State(a): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    if a.db().delete_token(&name).map_err(Problem::store)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::not_found(format!("no token {name:?}")))
+    }
+}
