@@ -185,6 +185,15 @@ enum TokenCmd {
     },
 }
 
+/// A single-threaded runtime for the short-lived commands (reports its own failure).
+fn small_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start the runtime: {e}"))
+        .ok()
+}
+
 /// Runs a client command against the admin API.
 fn client(cli: &Cli) -> ExitCode {
     use sluice::cli;
@@ -194,15 +203,8 @@ fn client(cli: &Cli) -> ExitCode {
         ca: cli.ca.clone(),
         json: cli.json,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = small_runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = rt.block_on(async {
         match &cli.command {
@@ -294,15 +296,8 @@ fn main() -> ExitCode {
         },
         Command::Validate { file } => {
             let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = small_runtime() else {
+                return ExitCode::FAILURE;
             };
             let checked = rt.block_on(async {
                 let loaded = gateway::load_config(&Source::File(path.clone()))?;

@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 use super::Admin;
 use super::auth::new_secret;
 use super::problem::Problem;
-use super::resources::{ApiResult, Listing, check_if_match, etag_of, parse, valid_name, with_etag};
+use super::resources::{
+    ApiResult, Listing, check_if_match, created_or_ok, etag_of, parse, valid_name, with_etag,
+};
 use crate::state::{Consumer, Credential, Role, TokenRecord, sha256_hex, unix_now};
 
 // ---------------------------------------------------------------- consumers
@@ -101,12 +103,7 @@ pub(super) async fn put_consumer(
             vec![],
         )
         .await??;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_etag(status, &view, &etag))
+    Ok(with_etag(created_or_ok(created), &view, &etag))
 }
 
 /// Deletes the consumer `name` and its credentials.

@@ -42,6 +42,15 @@ pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, P
     serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("body: {e}")))
 }
 
+/// 201 for a resource `created` by a `PUT`, 200 for a replaced one.
+pub(super) fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// `status` with a JSON body and an ETag.
 pub(super) fn with_etag(status: StatusCode, body: &Value, etag: &str) -> Response {
     let mut r = (status, Json(body)).into_response();
@@ -174,12 +183,7 @@ pub(super) async fn put_route(
             vec![],
         )
         .await??;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_etag(status, &spec, &etag))
+    Ok(with_etag(created_or_ok(created), &spec, &etag))
 }
 
 /// Deletes the route `name` (with `If-Match`, only at that ETag).
@@ -270,12 +274,7 @@ pub(super) async fn put_upstream(
             vec![],
         )
         .await??;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_etag(status, &spec, &etag))
+    Ok(with_etag(created_or_ok(created), &spec, &etag))
 }
 
 /// Deletes the upstream group `name` (refused while a route uses it).

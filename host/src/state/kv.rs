@@ -33,6 +33,19 @@ impl Default for KvLimits {
     }
 }
 
+impl KvLimits {
+    /// Checks `key` (and `value`, when given) against the caps.
+    pub fn check(&self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        if key.len() > self.max_key_bytes {
+            return Err(KvError::KeyTooLarge);
+        }
+        if value.is_some_and(|v| v.len() > self.max_value_bytes) {
+            return Err(KvError::ValueTooLarge);
+        }
+        Ok(())
+    }
+}
+
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {

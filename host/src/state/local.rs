@@ -109,15 +109,8 @@ impl LocalKv {
         self.limits
     }
 
-    /// Checks `key` (and `value`) against the caps.
-    pub fn check(&self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
-        if key.len() > self.limits.max_key_bytes {
-            return Err(KvError::KeyTooLarge);
-        }
-        if value.is_some_and(|v| v.len() > self.limits.max_value_bytes) {
-            return Err(KvError::ValueTooLarge);
-        }
-        Ok(())
+    fn check(&self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        self.limits.check(key, value)
     }
 
     /// The live value at `key` in namespace `ns`.

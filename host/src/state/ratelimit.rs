@@ -24,6 +24,25 @@ pub struct Limit {
     pub burst: u32,
 }
 
+impl Limit {
+    /// Requests per window, at least 1.
+    pub fn requests_units(&self) -> u64 {
+        u64::from(self.requests.max(1))
+    }
+
+    /// The burst (`requests` when 0), at least 1.
+    pub fn burst_units(&self) -> u64 {
+        u64::from(
+            if self.burst == 0 {
+                self.requests
+            } else {
+                self.burst
+            }
+            .max(1),
+        )
+    }
+}
+
 /// The answer to one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
@@ -76,15 +95,7 @@ impl LocalLimiter {
     /// Checks at an explicit time in nanoseconds since the limiter's epoch (for tests and
     /// benchmarks).
     pub fn check_at(&self, key: &str, limit: Limit, cost: u32, now: u64) -> Verdict {
-        let requests = u64::from(limit.requests.max(1));
-        let burst = u64::from(
-            if limit.burst == 0 {
-                limit.requests
-            } else {
-                limit.burst
-            }
-            .max(1),
-        );
+        let (requests, burst) = (limit.requests_units(), limit.burst_units());
         let interval = (limit.window_ms.max(1) * 1_000_000) / requests;
         let tolerance = interval * burst;
         let cost = u64::from(cost.max(1));

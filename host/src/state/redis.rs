@@ -167,15 +167,7 @@ impl Redis {
     /// One GCRA check of `cost` units against `key` (one EVALSHA).
     pub async fn check(&self, key: &str, limit: Limit, cost: u32) -> Result<Verdict, RedisError> {
         let client = self.client()?;
-        let requests = u64::from(limit.requests.max(1));
-        let burst = u64::from(
-            if limit.burst == 0 {
-                limit.requests
-            } else {
-                limit.burst
-            }
-            .max(1),
-        );
+        let (requests, burst) = (limit.requests_units(), limit.burst_units());
         let interval_us = (limit.window_ms.max(1) * 1000).div_ceil(requests).max(1);
         let args: Vec<Value> = vec![
             (interval_us as i64).into(),
@@ -250,13 +242,7 @@ impl RedisKv {
     }
 
     fn check(&self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
-        if key.len() > self.limits.max_key_bytes {
-            return Err(KvError::KeyTooLarge);
-        }
-        if value.is_some_and(|v| v.len() > self.limits.max_value_bytes) {
-            return Err(KvError::ValueTooLarge);
-        }
-        Ok(())
+        self.limits.check(key, value)
     }
 
     async fn write(&self, ns: &str, key: &str, args: Vec<Value>) -> Result<Value, KvError> {
