@@ -2,10 +2,15 @@
 
 # Run every test: guest (policy) unit tests and components, host unit tests, then
 # end-to-end tests against the real binary and the built policy components.
-test: plugins python-plugin wasi-probe redis
+test: plugins python-plugin wasi-probe redis openapi-validator
     cd plugins && cargo test --locked --workspace
     cargo build --locked -p sluice --bin sluice
     cargo test --locked --workspace
+
+# Install the OpenAPI validator the admin API's test checks its document with (pinned).
+openapi-validator:
+    python3 -c 'import importlib.metadata as m; assert m.version("openapi-spec-validator") == "0.9.0"' 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check "openapi-spec-validator==0.9.0"
 
 # Install redis-server (the state tests start their own instances) when it is absent.
 redis:

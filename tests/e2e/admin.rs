@@ -635,6 +635,22 @@ async fn every_acknowledged_admin_write_survives_kill_9() {
 async fn the_openapi_document_describes_exactly_the_served_endpoints() {
     let gw = gateway("");
     let doc = as_admin(&gw, "GET", "/v1/openapi.json", None).await.json();
+    // The document is valid OpenAPI 3.1 (openapi-spec-validator, installed by the justfile).
+    let file = gw.dir().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1])))",
+        ])
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert!(
+        check.status.success(),
+        "invalid OpenAPI document: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",

@@ -614,3 +614,31 @@ async fn kv_and_limits_work_on_a_redis_cluster() {
     };
     assert_eq!(statuses, vec![200, 200, 200, 429]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_auth_is_used_and_never_logged() {
+    let redis = RedisServer::start_with(&["--requirepass", "pa55-word-xyz"]);
+    let body = |password: &str| {
+        format!(
+            "{}[redis]\nurl = \"redis://:{password}@127.0.0.1:{}\"\ncommand_timeout = \"2s\"\nconnect_timeout = \"500ms\"\n\n{}",
+            probes(),
+            redis.port,
+            probe_route("a", "probe-a", "redis", "closed"),
+        )
+    };
+    let gw = gateway("", &body("pa55-word-xyz"));
+    assert!(gw.wait_stderr(|l| l.contains("redis connected"), Duration::from_secs(10)));
+    assert_eq!(status_body(&gw, "PUT", "/a/kv/k?value=1").await.0, 204);
+    assert_eq!(status_body(&gw, "GET", "/a/kv/k").await, (200, "1".into()));
+
+    let wrong = gateway("", &body("not-the-password"));
+    assert_eq!(status_body(&wrong, "GET", "/a/kv/k").await.0, 503);
+    for g in [&gw, &wrong] {
+        let logs = g.stderr().join("\n");
+        assert!(
+            !logs.contains("pa55-word-xyz") && !logs.contains("not-the-password"),
+            "{logs}"
+        );
+        assert!(logs.contains("redis://***@127.0.0.1"), "{logs}");
+    }
+}

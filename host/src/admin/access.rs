@@ -48,7 +48,7 @@ fn consumer_view(name: &str, c: &Consumer) -> Value {
 /// One consumer.
 #[utoipa::path(get, path = "/v1/consumers/{name}", tag = "consumers",
     params(("name" = String, Path, description = "Consumer name")),
-    responses((status = 200, description = "The consumer"), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The consumer"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn get_consumer(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -77,7 +77,7 @@ pub(super) struct ConsumerBody {
 #[utoipa::path(put, path = "/v1/consumers/{name}", tag = "consumers", request_body = ConsumerBody,
     params(("name" = String, Path, description = "Consumer name")),
     responses((status = 200, description = "Replaced"), (status = 201, description = "Created"),
-              (status = 412, body = Problem)))]
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn put_consumer(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -109,8 +109,8 @@ pub(super) async fn put_consumer(
 /// Deletes the consumer `name` and its credentials.
 #[utoipa::path(delete, path = "/v1/consumers/{name}", tag = "consumers",
     params(("name" = String, Path, description = "Consumer name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem),
-              (status = 412, body = Problem)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn delete_consumer(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -137,7 +137,7 @@ pub(super) async fn delete_consumer(
 #[utoipa::path(post, path = "/v1/consumers/{name}/credentials", tag = "consumers",
     params(("name" = String, Path, description = "Consumer name")),
     responses((status = 201, description = "The credential, with its key (shown once)"),
-              (status = 404, body = Problem)))]
+              (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn create_credential(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -174,7 +174,7 @@ pub(super) async fn create_credential(
 #[utoipa::path(delete, path = "/v1/consumers/{name}/credentials/{id}", tag = "consumers",
     params(("name" = String, Path, description = "Consumer name"),
            ("id" = String, Path, description = "Credential id")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn delete_credential(
     State(a): State<Arc<Admin>>,
     Path((name, id)): Path<(String, String)>,
@@ -226,7 +226,7 @@ pub(super) struct TokenBody {
 /// Creates a token; its secret is in this response only.
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = TokenBody,
     responses((status = 201, description = "The token, with its secret (shown once)"),
-              (status = 409, body = Problem)))]
+              (status = 409, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn create_token(State(a): State<Arc<Admin>>, body: Bytes) -> ApiResult {
     let b: TokenBody = parse(&body)?;
     valid_name(&b.name)?;
@@ -253,7 +253,7 @@ pub(super) async fn create_token(State(a): State<Arc<Admin>>, body: Bytes) -> Ap
 /// Deletes a token.
 #[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens",
     params(("name" = String, Path, description = "Token name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn delete_token(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,

@@ -30,7 +30,7 @@ pub(super) async fn get_config(State(a): State<Arc<Admin>>) -> ApiResult {
 /// body are left as they are (remove them with `DELETE /v1/plugins/{name}`).
 #[utoipa::path(put, path = "/v1/config", tag = "config", request_body = Object,
     responses((status = 200, description = "Applied; `changes` lists what changed"),
-              (status = 412, body = Problem), (status = 422, body = Problem)))]
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn put_config(
     State(a): State<Arc<Admin>>,
     headers: HeaderMap,

@@ -51,7 +51,7 @@ pub(super) async fn list_plugins(State(a): State<Arc<Admin>>) -> ApiResult {
 /// One uploaded plugin: settings, versions and the active version.
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
-    responses((status = 200, description = "The plugin"), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The plugin"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn get_plugin(State(a): State<Arc<Admin>>, Path(name): Path<String>) -> ApiResult {
     let (m, _) = a.control.managed()?;
     let p = m
@@ -69,8 +69,8 @@ pub(super) async fn get_plugin(State(a): State<Arc<Admin>>, Path(name): Path<Str
 /// `grants`, `outbound_allowlist`, limits …); every route using it is rebuilt.
 #[utoipa::path(put, path = "/v1/plugins/{name}", tag = "plugins", request_body = Object,
     params(("name" = String, Path, description = "Plugin name")),
-    responses((status = 200, description = "Replaced"), (status = 404, body = Problem),
-              (status = 412, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, description = "Replaced"), (status = 404, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn put_plugin(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -105,8 +105,8 @@ pub(super) async fn put_plugin(
 /// Removes an uploaded plugin and its versions (refused while a route uses it).
 #[utoipa::path(delete, path = "/v1/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem),
-              (status = 422, body = Problem)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn delete_plugin(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -127,6 +127,7 @@ pub(super) async fn delete_plugin(
 
 /// Upload options.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default)]
 pub(super) struct UploadQuery {
     /// Capabilities to grant (comma-separated) when the plugin is new; an existing
@@ -142,7 +143,7 @@ pub(super) struct UploadQuery {
     params(("name" = String, Path, description = "Plugin name"), UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses((status = 201, description = "Stored and live: name, version, digest"),
-              (status = 413, body = Problem), (status = 422, body = Problem)))]
+              (status = 413, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn upload(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -319,8 +320,8 @@ pub(super) struct RollbackBody {
 #[utoipa::path(post, path = "/v1/plugins/{name}/rollback", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     request_body = RollbackBody,
-    responses((status = 200, description = "The active version"), (status = 404, body = Problem),
-              (status = 422, body = Problem)))]
+    responses((status = 200, description = "The active version"), (status = 404, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn rollback(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,

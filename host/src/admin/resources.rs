@@ -114,7 +114,7 @@ pub(super) async fn list_routes(State(a): State<Arc<Admin>>) -> ApiResult {
 /// One API-managed route (its `[[routes]]` table as JSON), with its ETag.
 #[utoipa::path(get, path = "/v1/routes/{name}", tag = "routes",
     params(("name" = String, Path, description = "Route name")),
-    responses((status = 200, description = "The route"), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The route"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn get_route(State(a): State<Arc<Admin>>, Path(name): Path<String>) -> ApiResult {
     let (m, _) = a.control.managed()?;
     let r = m
@@ -127,8 +127,8 @@ pub(super) async fn get_route(State(a): State<Arc<Admin>>, Path(name): Path<Stri
 
 /// Creates a route (a `[[routes]]` table as JSON, with `name`); 409 when the name exists.
 #[utoipa::path(post, path = "/v1/routes", tag = "routes", request_body = Object,
-    responses((status = 201, description = "Created"), (status = 409, body = Problem),
-              (status = 422, body = Problem)))]
+    responses((status = 201, description = "Created"), (status = 409, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn create_route(State(a): State<Arc<Admin>>, body: Bytes) -> ApiResult {
     let spec: Value = parse(&body)?;
     let name = name_of(&spec)
@@ -155,7 +155,7 @@ pub(super) async fn create_route(State(a): State<Arc<Admin>>, body: Bytes) -> Ap
 #[utoipa::path(put, path = "/v1/routes/{name}", tag = "routes", request_body = Object,
     params(("name" = String, Path, description = "Route name")),
     responses((status = 200, description = "Replaced"), (status = 201, description = "Created"),
-              (status = 412, body = Problem), (status = 422, body = Problem)))]
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn put_route(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -189,8 +189,8 @@ pub(super) async fn put_route(
 /// Deletes the route `name` (with `If-Match`, only at that ETag).
 #[utoipa::path(delete, path = "/v1/routes/{name}", tag = "routes",
     params(("name" = String, Path, description = "Route name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem),
-              (status = 412, body = Problem)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn delete_route(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -237,7 +237,7 @@ pub(super) async fn list_upstreams(State(a): State<Arc<Admin>>) -> ApiResult {
 /// One API-managed upstream group (its `[upstreams.NAME]` table as JSON).
 #[utoipa::path(get, path = "/v1/upstreams/{name}", tag = "upstreams",
     params(("name" = String, Path, description = "Upstream name")),
-    responses((status = 200, description = "The upstream"), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The upstream"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn get_upstream(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -254,7 +254,7 @@ pub(super) async fn get_upstream(
 #[utoipa::path(put, path = "/v1/upstreams/{name}", tag = "upstreams", request_body = Object,
     params(("name" = String, Path, description = "Upstream name")),
     responses((status = 200, description = "Replaced"), (status = 201, description = "Created"),
-              (status = 412, body = Problem), (status = 422, body = Problem)))]
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn put_upstream(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -280,8 +280,8 @@ pub(super) async fn put_upstream(
 /// Deletes the upstream group `name` (refused while a route uses it).
 #[utoipa::path(delete, path = "/v1/upstreams/{name}", tag = "upstreams",
     params(("name" = String, Path, description = "Upstream name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem),
-              (status = 412, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 412, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
 pub(super) async fn delete_upstream(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
