@@ -29,7 +29,25 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// Starts a server on a free port with extra arguments.
+    /// Starts a server that speaks only TLS (on its port) with `cert` and `key`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Self::start_with(&[
+            "--port",
+            "0",
+            "--tls-port",
+            "{port}",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+        ])
+    }
+
+    /// Starts a server on a free port with extra arguments (`{port}` is replaced by the
+    /// port).
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -221,7 +239,7 @@ fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Option<Child> {
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .args(extra)
+        .args(extra.iter().map(|a| a.replace("{port}", &port.to_string())))
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::piped())

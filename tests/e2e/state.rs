@@ -642,3 +642,34 @@ async fn redis_auth_is_used_and_never_logged() {
         assert!(logs.contains("redis://***@127.0.0.1"), "{logs}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_is_spoken_with_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = sluice_tests::tls::Ca::new("redis-ca");
+    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "redis");
+    let ca_file = ca.write(dir.path(), "ca");
+    let redis = RedisServer::start_tls(&cert, &key);
+    let body = format!(
+        "{}[redis]\nurl = \"rediss://localhost:{}\"\ntls_ca = \"{}\"\ncommand_timeout = \"2s\"\n\n{}",
+        probes(),
+        redis.port,
+        ca_file.display(),
+        probe_route("t", "probe-a", "redis", "closed"),
+    );
+    let gw = gateway("", &body);
+    assert!(gw.wait_stderr(|l| l.contains("redis connected"), Duration::from_secs(10)));
+    assert_eq!(status_body(&gw, "PUT", "/t/kv/k?value=tls").await.0, 204);
+    assert_eq!(
+        status_body(&gw, "GET", "/t/kv/k").await,
+        (200, "tls".into())
+    );
+
+    // Another CA: the handshake fails, and the `closed` rule answers.
+    let other = sluice_tests::tls::Ca::new("other").write(dir.path(), "other");
+    let gw = gateway(
+        "",
+        &body.replace(&ca_file.display().to_string(), &other.display().to_string()),
+    );
+    assert_eq!(status_body(&gw, "GET", "/t/kv/k").await.0, 503);
+}
