@@ -1108,3 +1108,99 @@ async fn the_admin_api_serves_tls_with_client_certificates_and_the_cli_speaks_ht
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("config revision"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_consumers_and_tokens_are_created_read_replaced_and_deleted() {
+    let gw = gateway("");
+    let up = json!({ "name": "u", "targets": [{ "address": "127.0.0.1:9" }] });
+    assert_eq!(
+        as_admin(&gw, "POST", "/v1/upstreams", Some(up.clone()))
+            .await
+            .status,
+        201
+    );
+    problem(&as_admin(&gw, "POST", "/v1/upstreams", Some(up)).await, 409);
+    let got = as_admin(&gw, "GET", "/v1/upstreams/u", None).await;
+    assert_eq!(got.json()["targets"][0]["address"], "127.0.0.1:9");
+    let replaced = json!({ "targets": [{ "address": "127.0.0.1:10" }] });
+    assert_eq!(
+        as_admin(&gw, "PUT", "/v1/upstreams/u", Some(replaced))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        as_admin(&gw, "DELETE", "/v1/upstreams/u", None)
+            .await
+            .status,
+        204
+    );
+    problem(&as_admin(&gw, "GET", "/v1/upstreams/u", None).await, 404);
+
+    let c = json!({ "name": "carol", "tags": ["a"] });
+    assert_eq!(
+        as_admin(&gw, "POST", "/v1/consumers", Some(c.clone()))
+            .await
+            .status,
+        201
+    );
+    problem(&as_admin(&gw, "POST", "/v1/consumers", Some(c)).await, 409);
+    let put = as_admin(
+        &gw,
+        "PUT",
+        "/v1/consumers/carol",
+        Some(json!({ "tags": ["b"] })),
+    )
+    .await;
+    assert_eq!(
+        (put.status, put.json()["tags"][0].as_str()),
+        (200, Some("b"))
+    );
+    assert_eq!(
+        as_admin(&gw, "DELETE", "/v1/consumers/carol", None)
+            .await
+            .status,
+        204
+    );
+
+    let t = as_admin(
+        &gw,
+        "POST",
+        "/v1/tokens",
+        Some(json!({ "name": "ops", "role": "read-only" })),
+    )
+    .await;
+    let secret = t.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        as_admin(&gw, "GET", "/v1/tokens/ops", None).await.json()["role"],
+        "read-only"
+    );
+    let consumer = Some(b"{}".to_vec());
+    problem(
+        &admin(
+            &gw,
+            "PUT",
+            "/v1/consumers/d",
+            Some(&secret),
+            consumer.clone(),
+            &[],
+        )
+        .await,
+        403,
+    );
+    let r = as_admin(
+        &gw,
+        "PUT",
+        "/v1/tokens/ops",
+        Some(json!({ "role": "admin" })),
+    )
+    .await;
+    assert_eq!((r.status, r.json()["role"].as_str()), (200, Some("admin")));
+    let r = admin(&gw, "PUT", "/v1/consumers/d", Some(&secret), consumer, &[]).await;
+    assert_eq!(r.status, 201, "the same secret now writes: {}", r.body);
+    assert_eq!(
+        as_admin(&gw, "DELETE", "/v1/tokens/ops", None).await.status,
+        204
+    );
+    problem(&as_admin(&gw, "GET", "/v1/tokens/ops", None).await, 404);
+}

@@ -264,3 +264,76 @@ pub(super) async fn delete_token(
         Err(Problem::not_found(format!("no token {name:?}")))
     }
 }
+
+/// One token (name, role, creation time).
+#[utoipa::path(get, path = "/v1/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path, description = "Token name")),
+    responses((status = 200, description = "The token"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
+pub(super) async fn get_token(State(a): State<Arc<Admin>>, Path(name): Path<String>) -> ApiResult {
+    let tokens = a.db().tokens().map_err(Problem::store)?;
+    let t = tokens
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| Problem::not_found(format!("no token {name:?}")))?;
+    Ok(Json(json!({ "name": t.name, "role": t.role, "created_at": t.created_at })).into_response())
+}
+
+/// A token's new role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoleBody {
+    /// `admin` or `read-only`.
+    pub role: Role,
+}
+
+/// Replaces a token's role (its secret is unchanged).
+#[utoipa::path(put, path = "/v1/tokens/{name}", tag = "tokens", request_body = RoleBody,
+    params(("name" = String, Path, description = "Token name")),
+    responses((status = 200, description = "The token"), (status = 404, description = "Problem details (RFC 9457)", body = Problem)))]
+pub(super) async fn put_token(
+    State(a): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: RoleBody = parse(&body)?;
+    let t = a
+        .db()
+        .set_token_role(&name, b.role)
+        .map_err(Problem::store)?
+        .ok_or_else(|| Problem::not_found(format!("no token {name:?}")))?;
+    Ok(Json(json!({ "name": t.name, "role": t.role, "created_at": t.created_at })).into_response())
+}
+
+/// A consumer to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewConsumer {
+    /// Unique name.
+    pub name: String,
+    /// Free-form labels.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Creates a consumer; 409 when the name exists.
+#[utoipa::path(post, path = "/v1/consumers", tag = "consumers", request_body = NewConsumer,
+    responses((status = 201, description = "Created"), (status = 409, description = "Problem details (RFC 9457)", body = Problem)))]
+pub(super) async fn create_consumer(State(a): State<Arc<Admin>>, body: Bytes) -> ApiResult {
+    let b: NewConsumer = parse(&body)?;
+    valid_name(&b.name)?;
+    let ((view, etag), _) = a
+        .control
+        .change(
+            |m| {
+                if m.consumers.contains_key(&b.name) {
+                    return Err(Problem::conflict(format!("consumer {:?} exists", b.name)));
+                }
+                let c = m.consumers.entry(b.name.clone()).or_default();
+                c.tags = b.tags;
+                Ok((consumer_view(&b.name, c), etag_of(&*c)))
+            },
+            vec![],
+        )
+        .await??;
+    Ok(with_etag(StatusCode::CREATED, &view, &etag))
+}

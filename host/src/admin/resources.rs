@@ -302,3 +302,32 @@ pub(super) async fn delete_upstream(
         .await??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// Creates an upstream group (an `[upstreams.NAME]` table as JSON, with `name`); 409 when
+/// the name exists.
+#[utoipa::path(post, path = "/v1/upstreams", tag = "upstreams", request_body = Object,
+    responses((status = 201, description = "Created"), (status = 409, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
+pub(super) async fn create_upstream(State(a): State<Arc<Admin>>, body: Bytes) -> ApiResult {
+    let mut spec: Value = parse(&body)?;
+    let name = spec
+        .as_object_mut()
+        .and_then(|o| o.remove("name"))
+        .and_then(|n| n.as_str().map(String::from))
+        .ok_or_else(|| Problem::bad_request("body: `name` is required"))?;
+    valid_name(&name)?;
+    let etag = etag_of(&spec);
+    a.control
+        .change(
+            |m| {
+                if m.upstreams.contains_key(&name) {
+                    return Err(Problem::conflict(format!("upstream {name:?} exists")));
+                }
+                m.upstreams.insert(name.clone(), spec.clone());
+                Ok(())
+            },
+            vec![],
+        )
+        .await??;
+    Ok(with_etag(StatusCode::CREATED, &spec, &etag))
+}

@@ -242,6 +242,38 @@ impl Db {
         Ok(true)
     }
 
+    /// Changes the role of the token named `name`; its record, or `None` when there is none.
+    pub fn set_token_role(
+        &self,
+        name: &str,
+        role: Role,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let tx = self.inner().begin_write().map_err(io)?;
+        let updated = {
+            let mut table = tx.open_table(TOKENS).map_err(io)?;
+            let mut found = None;
+            for entry in table.iter().map_err(io)? {
+                let (k, v) = entry.map_err(io)?;
+                if let Ok(r) = serde_json::from_slice::<TokenRecord>(v.value())
+                    && r.name == name
+                {
+                    found = Some((k.value().to_owned(), r));
+                }
+            }
+            match found {
+                Some((key, mut record)) => {
+                    record.role = role;
+                    let json = serde_json::to_vec(&record).map_err(io)?;
+                    table.insert(key.as_str(), json.as_slice()).map_err(io)?;
+                    Some(record)
+                }
+                None => None,
+            }
+        };
+        tx.commit().map_err(io)?;
+        Ok(updated)
+    }
+
     /// Removes the token named `name`; false when there is none.
     pub fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
         let tx = self.inner().begin_write().map_err(io)?;
