@@ -62,6 +62,8 @@ impl Gateway {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
+            // Each gateway generates its own admin token (see `admin_token`).
+            .env_remove("SLUICE_ADMIN_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
