@@ -308,11 +308,21 @@ impl Control {
         edit: impl FnOnce(&mut Managed) -> Result<T, E>,
         blobs: Vec<(String, Vec<u8>)>,
     ) -> Result<Result<(T, u64), E>, ApplyError> {
+        self.change_at(|m, _| edit(m), blobs).await
+    }
+
+    /// [`change`](Self::change), with the revision the edit starts from passed to it (for
+    /// `If-Match` on the whole configuration).
+    pub async fn change_at<T, E>(
+        &self,
+        edit: impl FnOnce(&mut Managed, u64) -> Result<T, E>,
+        blobs: Vec<(String, Vec<u8>)>,
+    ) -> Result<Result<(T, u64), E>, ApplyError> {
         let _serial = self.lock.lock().await;
         let db = self.db();
         let (before, revision) = db.managed().map_err(|e| ApplyError::Store(e.to_string()))?;
         let mut managed = before.clone();
-        let out = match edit(&mut managed) {
+        let out = match edit(&mut managed, revision) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };

@@ -43,9 +43,8 @@ pub(super) async fn put_config(
     }
     let (changes, revision) = a
         .control
-        .change(
-            |m| {
-                let rev = a.control.managed().map(|x| x.1).unwrap_or(0);
+        .change_at(
+            |m, rev| {
                 check_if_match(&headers, Some(&format!("\"{rev}\"")))?;
                 let mut next = wanted;
                 for (name, p) in &mut next.plugins {

@@ -83,6 +83,18 @@ pub(super) fn valid_name(name: &str) -> Result<(), Problem> {
     }
 }
 
+/// The listing of a kind: the file's resources by name, then the API's with spec and ETag.
+fn listing<'a>(file: Vec<String>, api: impl Iterator<Item = (&'a str, &'a Value)>) -> Response {
+    let mut items: Vec<Value> = file
+        .into_iter()
+        .map(|n| json!({ "name": n, "source": "file" }))
+        .collect();
+    items.extend(api.map(
+        |(n, spec)| json!({ "name": n, "source": "api", "etag": etag_of(spec), "spec": spec }),
+    ));
+    Json(Listing { items }).into_response()
+}
+
 /// A list of resources.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Listing {
@@ -99,16 +111,8 @@ pub(super) struct Listing {
 pub(super) async fn list_routes(State(a): State<Arc<Admin>>) -> ApiResult {
     let (m, _) = a.control.managed()?;
     let (file, _, _) = a.control.file_names();
-    let mut items: Vec<Value> = file
-        .into_iter()
-        .map(|n| json!({ "name": n, "source": "file" }))
-        .collect();
-    items.extend(
-        m.routes
-            .iter()
-            .map(|r| json!({ "name": name_of(r), "source": "api", "etag": etag_of(r), "spec": r })),
-    );
-    Ok(Json(Listing { items }).into_response())
+    let api = m.routes.iter().map(|r| (name_of(r).unwrap_or_default(), r));
+    Ok(listing(file, api))
 }
 
 /// One API-managed route (its `[[routes]]` table as JSON), with its ETag.
@@ -222,16 +226,10 @@ pub(super) async fn delete_route(
 pub(super) async fn list_upstreams(State(a): State<Arc<Admin>>) -> ApiResult {
     let (m, _) = a.control.managed()?;
     let (_, file, _) = a.control.file_names();
-    let mut items: Vec<Value> = file
-        .into_iter()
-        .map(|n| json!({ "name": n, "source": "file" }))
-        .collect();
-    items.extend(
-        m.upstreams
-            .iter()
-            .map(|(n, u)| json!({ "name": n, "source": "api", "etag": etag_of(u), "spec": u })),
-    );
-    Ok(Json(Listing { items }).into_response())
+    Ok(listing(
+        file,
+        m.upstreams.iter().map(|(n, u)| (n.as_str(), u)),
+    ))
 }
 
 /// One API-managed upstream group (its `[upstreams.NAME]` table as JSON).
