@@ -6,6 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+/// The allocator the `sluice` binary runs with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use http::{HeaderMap, HeaderValue, Method};
 use sluice::config::PolicySettings;
 use sluice::policy::{

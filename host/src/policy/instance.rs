@@ -9,14 +9,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker, Resource, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, HasSelf, Linker, Resource, TypedFunc};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::PolicyError;
 use super::bindings::sluice::policy::{
     analytics, clock, kv, log, outbound_http, rate_limit, types,
 };
-use super::bindings::{Policy, PolicyPre};
+use super::bindings::{Policy, PolicyIndices, PolicyPre};
 use super::capabilities::{Capabilities, Capability, Grants};
 use super::engine::{EPOCH_TICK, PolicyRuntime, Ticker};
 use super::host::{CallData, ContextRes, CpuClock, HostState, RequestHeadRes, ResponseHeadRes};
@@ -196,7 +196,10 @@ pub struct PolicyInstance {
     /// The plugin name.
     pub plugin: String,
     pre: PolicyPre<HostState>,
-    has_body: bool,
+    /// The world's exports, resolved once (not by name on every instantiation).
+    indices: PolicyIndices,
+    /// `on-request-body`, for policies that export it.
+    body_export: Option<ComponentExportIndex>,
     /// Whether the component imports WASI (its stores then carry a WASI context).
     wasi: bool,
     /// Whether its WASI clocks are real (the `clock` grant) rather than frozen.
@@ -230,15 +233,15 @@ impl PolicyInstance {
         limits: CallLimits,
     ) -> Result<Self, PolicyError> {
         let (pre, wasi) = prepare(runtime, component, grants)?;
-        let has_body = component
-            .component_type()
-            .exports(runtime.engine())
-            .any(|(n, _)| n == "on-request-body");
+        let indices = PolicyIndices::new(pre.instance_pre())
+            .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
+        let body_export = component.get_export_index(None, "on-request-body");
         let this = Self {
             label,
             plugin,
             pre,
-            has_body,
+            indices,
+            body_export,
             wasi,
             wasi_clocks: grants.has(Capability::Clock),
             config_json,
@@ -261,7 +264,7 @@ impl PolicyInstance {
 
     /// Whether the policy wants request bodies.
     pub fn wants_body(&self) -> bool {
-        self.has_body
+        self.body_export.is_some()
     }
 
     /// The epoch deadline of one call: the CPU deadline, but never beyond the wall deadline.
@@ -297,19 +300,17 @@ impl PolicyInstance {
         .await
         .map_err(|_| PolicyError::Timeout)?
         .map_err(|e| PolicyError::trap("instantiate", e))?;
-        let bindings = Policy::new(&mut store, &instance)
+        let bindings = self
+            .indices
+            .load(&mut store, &instance)
             .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
-        let body = if self.has_body {
-            Some(
-                instance
-                    .get_typed_func(&mut store, "on-request-body")
-                    .map_err(|e| {
-                        PolicyError::Invalid(format!("bad on-request-body export: {e:#}"))
-                    })?,
-            )
-        } else {
-            None
-        };
+        let body =
+            match &self.body_export {
+                Some(idx) => Some(instance.get_typed_func(&mut store, idx).map_err(|e| {
+                    PolicyError::Invalid(format!("bad on-request-body export: {e:#}"))
+                })?),
+                None => None,
+            };
         self.arm(&mut store);
         let init = tokio::time::timeout(
             self.limits.wall,
