@@ -95,9 +95,10 @@ codegen-units = 1
 }
 
 const CARGO_CONFIG: &str = r#"# Policies run shallow code: a 64 KiB shadow stack (instead of 1 MiB) keeps each instance
-# to a few pages of linear memory.
+# to a few pages of linear memory; 256 KiB of initial heap lets the SDK's allocator serve a
+# request without growing the memory (each growth costs the gateway an `mprotect`).
 [target.wasm32-unknown-unknown]
-rustflags = ["-C", "link-arg=-zstack-size=65536"]
+rustflags = ["-C", "link-arg=-zstack-size=65536", "-C", "link-arg=--initial-heap=262144"]
 "#;
 
 const LIB_RS: &str = r#"//! `example`: a Sluice policy. It refuses requests without the configured header.

@@ -17,6 +17,8 @@
 //! - Natively (not `wasm32`), the capabilities go to an in-memory fake host, and
 //!   [`testing`] runs policies in ordinary `cargo test` unit tests.
 
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+mod alloc;
 pub mod analytics;
 pub mod clock;
 pub mod config;
