@@ -104,9 +104,9 @@ impl PolicyRuntime {
             .total_tables(POOL_INSTANCES * 2)
             .total_stacks(POOL_INSTANCES)
             .max_memory_size(MAX_PLUGIN_MEMORY)
-            // Reset a used memory by `memset` of its dirty pages (found with PAGEMAP_SCAN on
-            // Linux ≥ 6.7; the low 64 KiB otherwise) rather than `madvise` and page faults on
-            // the next instantiation: a fresh instance per request stays cheap.
+            // Reset a used memory by restoring only its dirty pages in place (found with
+            // PAGEMAP_SCAN on Linux ≥ 6.7; the low 64 KiB otherwise) rather than `madvise`
+            // and page faults on the next instantiation: a fresh instance stays cheap.
             .pagemap_scan(wasmtime::Enabled::Auto)
             .linear_memory_keep_resident(if PoolingAllocationConfig::is_pagemap_scan_available() {
                 2 << 20
