@@ -201,15 +201,17 @@ pub(super) async fn delete_credential(
 
 // ---------------------------------------------------------------- tokens
 
+/// A token as the API shows it: name, role and creation time (never the secret).
+fn token_view(t: &crate::state::TokenRecord) -> Value {
+    json!({ "name": t.name, "role": t.role, "created_at": t.created_at })
+}
+
 /// Lists admin tokens (names and roles; secrets are never stored).
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
     responses((status = 200, description = "Tokens", body = Listing)))]
 pub(super) async fn list_tokens(State(a): State<Arc<Admin>>) -> ApiResult {
     let tokens = a.db().tokens().map_err(Problem::store)?;
-    let items = tokens
-        .iter()
-        .map(|t| json!({ "name": t.name, "role": t.role, "created_at": t.created_at }))
-        .collect();
+    let items = tokens.iter().map(token_view).collect();
     Ok(Json(Listing { items }).into_response())
 }
 
@@ -275,7 +277,7 @@ pub(super) async fn get_token(State(a): State<Arc<Admin>>, Path(name): Path<Stri
         .iter()
         .find(|t| t.name == name)
         .ok_or_else(|| Problem::not_found(format!("no token {name:?}")))?;
-    Ok(Json(json!({ "name": t.name, "role": t.role, "created_at": t.created_at })).into_response())
+    Ok(Json(token_view(t)).into_response())
 }
 
 /// A token's new role.
@@ -301,7 +303,7 @@ pub(super) async fn put_token(
         .set_token_role(&name, b.role)
         .map_err(Problem::store)?
         .ok_or_else(|| Problem::not_found(format!("no token {name:?}")))?;
-    Ok(Json(json!({ "name": t.name, "role": t.role, "created_at": t.created_at })).into_response())
+    Ok(Json(token_view(&t)).into_response())
 }
 
 /// A consumer to create.
