@@ -38,7 +38,8 @@
 #   MAX_LOAD [3]  MAX_WAIT [600] (s): before measuring, wait (checking every 60 s, at most
 #               MAX_WAIT) for the 1-minute load average to drop below MAX_LOAD; measure anyway
 #               after that and report the load.
-#   PORT_BASE [18480]  SLUICE_BIN [target/release/sluice, built with cargo unless NO_BUILD=1]
+#   PORT_BASE [18480]  SLUICE_BIN [target/dist/sluice: `cargo build --profile dist`, the
+#               production build (fat LTO, one codegen unit), unless NO_BUILD=1]
 #   PLUGINS_DIR [plugins/target/wasm32-unknown-unknown/release; `just plugins` builds it]
 #   KEEP        a directory to keep the generated configs, logs and raw wrk/oha outputs in.
 #   PROFILE [0] 1: afterwards, profile one more c=32 run of nginx, sluice-plain and
@@ -65,7 +66,7 @@ OHA_CONNS=${OHA_CONNS:-32}
 MAX_LOAD=${MAX_LOAD:-3}
 MAX_WAIT=${MAX_WAIT:-600}
 PORT_BASE=${PORT_BASE:-18480}
-BIN=${SLUICE_BIN:-target/release/sluice}
+BIN=${SLUICE_BIN:-target/dist/sluice}
 PLUGINS=${PLUGINS_DIR:-plugins/target/wasm32-unknown-unknown/release}
 PROFILE=${PROFILE:-0}
 API_KEY=bench-key-5b2e7f0c
@@ -93,8 +94,8 @@ if [[ $PROFILE == 1 ]] && ! perf record -q -e cpu-clock -o /dev/null -- true 2>/
     PROFILE=0
 fi
 if [[ -z ${SLUICE_BIN:-} && ${NO_BUILD:-0} != 1 ]]; then
-    log "cargo build --release -p sluice (a no-op when up to date)"
-    cargo build --release -p sluice --bin sluice >&2
+    log "cargo build --profile dist -p sluice (a no-op when up to date; ~12 min from cold)"
+    cargo build --profile dist -p sluice --bin sluice >&2
 fi
 [[ -x $BIN ]] || die "$BIN not found"
 BIN=$(realpath "$BIN")
