@@ -21,3 +21,75 @@ wasmtime::component::bindgen!({
         "sluice:policy/types.context": super::host::ContextRes,
     },
 });
+
+/// Calls of the world's exports on the calling thread's stack, without a fiber: only for
+/// stores whose linker defines no async host function (see `PolicyInstance`), where
+/// wasmtime allows synchronous calls. A fiber costs a stack from the pool and two context
+/// switches per call; a policy that imports nothing async does not need one. The CPU
+/// deadline (epoch interruption) applies the same way.
+impl Policy {
+    /// `init`.
+    pub(super) fn init_sync<T: 'static>(
+        &self,
+        store: impl wasmtime::AsContextMut<Data = T>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        // SAFETY: `load` type-checked this export against the world's signature of `init`.
+        #[allow(unsafe_code)]
+        let f = unsafe {
+            wasmtime::component::TypedFunc::<(&str,), (Result<(), String>,)>::new_unchecked(
+                self.init,
+            )
+        };
+        Ok(f.call(store, (config,))?.0)
+    }
+
+    /// `on-request`.
+    pub(super) fn on_request_sync<T: 'static>(
+        &self,
+        store: impl wasmtime::AsContextMut<Data = T>,
+        req: wasmtime::component::Resource<super::host::RequestHeadRes>,
+        ctx: wasmtime::component::Resource<super::host::ContextRes>,
+    ) -> wasmtime::Result<exports::RequestDecision> {
+        // SAFETY: `load` type-checked this export against the world's signature.
+        #[allow(unsafe_code)]
+        let f = unsafe {
+            wasmtime::component::TypedFunc::<
+                (
+                    wasmtime::component::Resource<super::host::RequestHeadRes>,
+                    wasmtime::component::Resource<super::host::ContextRes>,
+                ),
+                (exports::RequestDecision,),
+            >::new_unchecked(self.on_request)
+        };
+        Ok(f.call(store, (req, ctx))?.0)
+    }
+
+    /// `on-response`.
+    pub(super) fn on_response_sync<T: 'static>(
+        &self,
+        store: impl wasmtime::AsContextMut<Data = T>,
+        req: wasmtime::component::Resource<super::host::RequestHeadRes>,
+        resp: wasmtime::component::Resource<super::host::ResponseHeadRes>,
+        ctx: wasmtime::component::Resource<super::host::ContextRes>,
+    ) -> wasmtime::Result<exports::ResponseDecision> {
+        // SAFETY: `load` type-checked this export against the world's signature.
+        #[allow(unsafe_code)]
+        let f = unsafe {
+            wasmtime::component::TypedFunc::<
+                (
+                    wasmtime::component::Resource<super::host::RequestHeadRes>,
+                    wasmtime::component::Resource<super::host::ResponseHeadRes>,
+                    wasmtime::component::Resource<super::host::ContextRes>,
+                ),
+                (exports::ResponseDecision,),
+            >::new_unchecked(self.on_response)
+        };
+        Ok(f.call(store, (req, resp, ctx))?.0)
+    }
+}
+
+/// The decision types, for the signatures above.
+mod exports {
+    pub(super) use super::sluice::policy::types::{RequestDecision, ResponseDecision};
+}

@@ -204,6 +204,10 @@ pub struct PolicyInstance {
     wasi: bool,
     /// Whether its WASI clocks are real (the `clock` grant) rather than frozen.
     wasi_clocks: bool,
+    /// Whether its linker defines nothing async (no WASI, no `kv`, `rate-limit` or
+    /// `outbound-http`): instantiation and calls then run without a fiber (and without a
+    /// wall-clock timer: nothing can wait on I/O; the epoch deadline bounds the CPU).
+    sync: bool,
     config_json: String,
     caps: Arc<Capabilities>,
     mode: InstanceMode,
@@ -244,6 +248,7 @@ impl PolicyInstance {
             body_export,
             wasi,
             wasi_clocks: grants.has(Capability::Clock),
+            sync: !wasi && !grants.any_async(),
             config_json,
             caps,
             mode,
@@ -293,12 +298,16 @@ impl PolicyInstance {
         let limits = self.limits;
         store.epoch_deadline_callback(move |ctx| Ok(extend_deadline(&limits, &ctx.data().cpu)));
         self.arm(&mut store);
-        let instance = tokio::time::timeout(
-            self.limits.wall,
-            self.pre.instance_pre().instantiate_async(&mut store),
-        )
-        .await
-        .map_err(|_| PolicyError::Timeout)?
+        let instance = if self.sync {
+            self.pre.instance_pre().instantiate(&mut store)
+        } else {
+            tokio::time::timeout(
+                self.limits.wall,
+                self.pre.instance_pre().instantiate_async(&mut store),
+            )
+            .await
+            .map_err(|_| PolicyError::Timeout)?
+        }
         .map_err(|e| PolicyError::trap("instantiate", e))?;
         let bindings = self
             .indices
@@ -312,12 +321,16 @@ impl PolicyInstance {
                 None => None,
             };
         self.arm(&mut store);
-        let init = tokio::time::timeout(
-            self.limits.wall,
-            bindings.call_init(&mut store, &self.config_json),
-        )
-        .await
-        .map_err(|_| PolicyError::Timeout)?
+        let init = if self.sync {
+            bindings.init_sync(&mut store, &self.config_json)
+        } else {
+            tokio::time::timeout(
+                self.limits.wall,
+                bindings.call_init(&mut store, &self.config_json),
+            )
+            .await
+            .map_err(|_| PolicyError::Timeout)?
+        }
         .map_err(|e| PolicyError::trap("init", e))?;
         init.map_err(PolicyError::init)?;
         Ok(Warm {
@@ -378,12 +391,13 @@ impl PolicyInstance {
     pub async fn on_request(&self, data: &mut CallData) -> Result<RequestDecision, PolicyError> {
         let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
-        let call = w.bindings.call_on_request(
-            &mut w.store,
-            Resource::new_borrow(0),
-            Resource::new_borrow(0),
-        );
-        let r = tokio::time::timeout(self.limits.wall, call).await;
+        let (req, ctx) = (Resource::new_borrow(0), Resource::new_borrow(0));
+        let r = if self.sync {
+            Ok(w.bindings.on_request_sync(&mut w.store, req, ctx))
+        } else {
+            let call = w.bindings.call_on_request(&mut w.store, req, ctx);
+            tokio::time::timeout(self.limits.wall, call).await
+        };
         self.finish(w, data, "on-request", r)
     }
 
@@ -403,11 +417,12 @@ impl PolicyInstance {
                 Ok(Err(wasmtime::format_err!("no on-request-body export"))),
             );
         };
-        let call = f.call_async(
-            &mut w.store,
-            (Resource::new_borrow(0), Resource::new_borrow(0), body),
-        );
-        let r = tokio::time::timeout(self.limits.wall, call).await;
+        let args = (Resource::new_borrow(0), Resource::new_borrow(0), body);
+        let r = if self.sync {
+            Ok(f.call(&mut w.store, args))
+        } else {
+            tokio::time::timeout(self.limits.wall, f.call_async(&mut w.store, args)).await
+        };
         self.finish(w, data, "on-request-body", r.map(|x| x.map(|(d,)| d)))
     }
 
@@ -415,13 +430,15 @@ impl PolicyInstance {
     pub async fn on_response(&self, data: &mut CallData) -> Result<ResponseDecision, PolicyError> {
         let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
-        let call = w.bindings.call_on_response(
-            &mut w.store,
-            Resource::<RequestHeadRes>::new_borrow(0),
-            Resource::<ResponseHeadRes>::new_borrow(0),
-            Resource::<ContextRes>::new_borrow(0),
-        );
-        let r = tokio::time::timeout(self.limits.wall, call).await;
+        let req = Resource::<RequestHeadRes>::new_borrow(0);
+        let resp = Resource::<ResponseHeadRes>::new_borrow(0);
+        let ctx = Resource::<ContextRes>::new_borrow(0);
+        let r = if self.sync {
+            Ok(w.bindings.on_response_sync(&mut w.store, req, resp, ctx))
+        } else {
+            let call = w.bindings.call_on_response(&mut w.store, req, resp, ctx);
+            tokio::time::timeout(self.limits.wall, call).await
+        };
         self.finish(w, data, "on-response", r)
     }
 }
