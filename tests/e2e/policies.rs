@@ -24,11 +24,12 @@ const BOB_SHA256: &str = "a8d03014f0b310a87ce329e6cad51d77e4ef3b2529f27424c2b31f
 const HOSTILE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The first-party components and fixtures these tests load (file stems).
-const COMPONENTS: [&str; 10] = [
+const COMPONENTS: [&str; 11] = [
     "noop",
     "kv_probe",
     "echo_attrs",
     "hostile",
+    "hostile_sync",
     "key_auth",
     "rate_limit",
     "analytics",
@@ -629,6 +630,88 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
             .map(|p| p["failures"].as_u64().unwrap())
             .sum();
         assert!(failures >= 1, "{name}: {status}");
+    }
+}
+
+/// A plugin granted nothing that waits on I/O runs without a fiber and without a wall-clock
+/// timer around its calls: the CPU deadline, the memory cap, the stack limit and the bounds
+/// on decisions must stop it exactly as they stop a plugin that runs on a fiber, pooled or
+/// isolated.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_policies_granted_no_io_fail_within_their_deadline_too() {
+    const CASES: [(&str, &str, &str, &str); 5] = [
+        ("loop", "sync", "loop", "CPU deadline exceeded"),
+        ("memory", "sync-small", "memory", "growing memory"),
+        // The guest's shadow stack in linear memory or the host's stack limit: either traps.
+        ("recursion", "sync", "recursion", "wasm trap"),
+        ("trap", "sync", "trap", "unreachable"),
+        (
+            "huge-header",
+            "sync-roomy",
+            "huge-header",
+            "header \"x-huge\" value over 16384 bytes",
+        ),
+    ];
+    let up = Upstream::named("ok").await;
+    let mut cfg = format!(
+        "{}{}{}{}",
+        upstream(&up),
+        plugin(
+            "sync",
+            "hostile_sync",
+            "cpu_timeout = \"50ms\"\ntimeout = \"2s\""
+        ),
+        plugin(
+            "sync-small",
+            "hostile_sync",
+            "cpu_timeout = \"50ms\"\nmax_memory_bytes = 4194304",
+        ),
+        plugin(
+            "sync-roomy",
+            "hostile_sync",
+            "cpu_timeout = \"2s\"\nmax_memory_bytes = 67108864",
+        ),
+    );
+    cfg.push_str(
+        "[[routes]]\nname = \"ok\"\npath = \"/ok\"\nupstream = \"u\"\n[[routes.policies]]\nplugin = \"sync\"\nconfig = { mode = \"trap\", phase = \"response\" }\non_failure = \"open\"\n\n",
+    );
+    for (name, p, mode, _) in CASES {
+        for phase in ["request", "response"] {
+            for instances in ["pooled", "isolated"] {
+                cfg.push_str(&format!(
+                    "[[routes]]\nname = \"{name}-{phase}-{instances}\"\npath = \"/{name}/{phase}/{instances}\"\nupstream = \"u\"\n[[routes.policies]]\nplugin = \"{p}\"\nconfig = {{ mode = \"{mode}\", phase = \"{phase}\" }}\nmode = \"{instances}\"\nfailure_status = 503\n\n"
+                ));
+            }
+        }
+    }
+    let mut gw = start(&cfg);
+    for (name, _, _, cause) in CASES {
+        for phase in ["request", "response"] {
+            for instances in ["pooled", "isolated"] {
+                // Twice: the failed instance is discarded and the next call gets a new one.
+                for attempt in 0..2 {
+                    let t = Instant::now();
+                    let r = get(
+                        &gw.url("main", &format!("/{name}/{phase}/{instances}")),
+                        &[],
+                    )
+                    .await;
+                    let took = t.elapsed();
+                    let what = format!("{name} in {phase}, {instances} (attempt {attempt}): {r:?}");
+                    assert!(took < HOSTILE_DEADLINE, "{what} took {took:?}");
+                    assert_eq!(r.status, 503, "{what}");
+                    let j = r.json();
+                    assert_eq!(j["error"], "policy_failed", "{what}");
+                    let message = j["message"].as_str().unwrap();
+                    assert!(message.contains(cause), "{what}: {message}");
+                    assert_eq!(r.header("x-huge"), None, "{what}");
+                    // The `ok` route's policy traps in every response phase and fails open.
+                    let ok = get(&gw.url("main", "/ok"), &[]).await;
+                    assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "after {what}");
+                    assert!(alive(&mut gw), "the gateway died after {what}");
+                }
+            }
+        }
     }
 }
 
