@@ -116,6 +116,25 @@ fn alive(gw: &mut Gateway) -> bool {
     gw.wait_exit(Duration::ZERO).is_none()
 }
 
+/// Requests `path`, whose policy misbehaves, and checks that the request fails closed within
+/// [`HOSTILE_DEADLINE`] (503 `policy_failed`, no `x-huge` header leaked), that the `/ok`
+/// route answers 200 right after and that the gateway is still up. Returns the error body.
+async fn hostile_request_fails(gw: &mut Gateway, path: &str, what: &str) -> serde_json::Value {
+    let t = Instant::now();
+    let r = get(&gw.url("main", path), &[]).await;
+    let took = t.elapsed();
+    let what = format!("{what}: {r:?}");
+    assert!(took < HOSTILE_DEADLINE, "{what} took {took:?}");
+    assert_eq!(r.status, 503, "{what}");
+    let j = r.json();
+    assert_eq!(j["error"], "policy_failed", "{what}");
+    assert_eq!(r.header("x-huge"), None, "{what}");
+    let ok = get(&gw.url("main", "/ok"), &[]).await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "after {what}");
+    assert!(alive(gw), "the gateway died after {what}");
+    j
+}
+
 /// The `consumers` entry of a key-auth configuration with alice and bob.
 fn consumers() -> String {
     format!(
@@ -545,23 +564,18 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
         for phase in ["request", "response"] {
             // Twice: the instance that failed is discarded and the next call gets a new one.
             for attempt in 0..2 {
-                let t = Instant::now();
-                let r = get(&gw.url("main", &format!("/{name}/{phase}")), &[]).await;
-                let took = t.elapsed();
-                let what = format!("{name} in {phase} (attempt {attempt}): {r:?}");
-                assert!(took < HOSTILE_DEADLINE, "{what} took {took:?}");
-                assert_eq!(r.status, 503, "{what}");
-                let j = r.json();
-                assert_eq!(j["error"], "policy_failed", "{what}");
-                assert_eq!(j["policy"], format!("{name}-{phase}/{plugin}#0"), "{what}");
-                assert_eq!(r.header("x-huge"), None, "{what}");
+                let what = format!("{name} in {phase} (attempt {attempt})");
+                let path = format!("/{name}/{phase}");
+                let j = hostile_request_fails(&mut gw, &path, &what).await;
+                assert_eq!(
+                    j["policy"],
+                    format!("{name}-{phase}/{plugin}#0"),
+                    "{what}: {j}"
+                );
                 causes.insert(
                     format!("{name}/{phase}"),
                     j["message"].as_str().unwrap().to_string(),
                 );
-                let ok = get(&gw.url("main", "/ok"), &[]).await;
-                assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "after {what}");
-                assert!(alive(&mut gw), "the gateway died after {what}");
             }
         }
     }
@@ -672,6 +686,8 @@ async fn hostile_policies_granted_no_io_fail_within_their_deadline_too() {
             "cpu_timeout = \"2s\"\nmax_memory_bytes = 67108864",
         ),
     );
+    // `/ok` runs a policy that traps in every response phase and fails open: that pooled
+    // fiber-less instance is discarded and replaced on every request.
     cfg.push_str(
         "[[routes]]\nname = \"ok\"\npath = \"/ok\"\nupstream = \"u\"\n[[routes.policies]]\nplugin = \"sync\"\nconfig = { mode = \"trap\", phase = \"response\" }\non_failure = \"open\"\n\n",
     );
@@ -690,25 +706,11 @@ async fn hostile_policies_granted_no_io_fail_within_their_deadline_too() {
             for instances in ["pooled", "isolated"] {
                 // Twice: the failed instance is discarded and the next call gets a new one.
                 for attempt in 0..2 {
-                    let t = Instant::now();
-                    let r = get(
-                        &gw.url("main", &format!("/{name}/{phase}/{instances}")),
-                        &[],
-                    )
-                    .await;
-                    let took = t.elapsed();
-                    let what = format!("{name} in {phase}, {instances} (attempt {attempt}): {r:?}");
-                    assert!(took < HOSTILE_DEADLINE, "{what} took {took:?}");
-                    assert_eq!(r.status, 503, "{what}");
-                    let j = r.json();
-                    assert_eq!(j["error"], "policy_failed", "{what}");
+                    let what = format!("{name} in {phase}, {instances} (attempt {attempt})");
+                    let path = format!("/{name}/{phase}/{instances}");
+                    let j = hostile_request_fails(&mut gw, &path, &what).await;
                     let message = j["message"].as_str().unwrap();
                     assert!(message.contains(cause), "{what}: {message}");
-                    assert_eq!(r.header("x-huge"), None, "{what}");
-                    // The `ok` route's policy traps in every response phase and fails open.
-                    let ok = get(&gw.url("main", "/ok"), &[]).await;
-                    assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "after {what}");
-                    assert!(alive(&mut gw), "the gateway died after {what}");
                 }
             }
         }
