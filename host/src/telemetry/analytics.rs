@@ -2,9 +2,10 @@
 //! line (when a file is configured) and folded into an in-memory aggregate by route,
 //! consumer and status, readable through the `analytics` responder.
 
-use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
+use hashbrown::HashTable;
 use serde::Serialize;
 
 use super::AccessLog;
@@ -20,10 +21,47 @@ pub struct Aggregate {
     pub bytes_sum: u64,
 }
 
+/// A (route, consumer, status) group and its counters.
+type Group = (Box<str>, Box<str>, Box<str>, Aggregate);
+
+/// The aggregate: groups found by the hash of their (route, consumer, status), so that an
+/// event of an existing group is counted without allocating its key.
+#[derive(Default)]
+struct Groups {
+    hasher: foldhash::fast::RandomState,
+    table: HashTable<Group>,
+}
+
+impl Groups {
+    fn add(&mut self, route: &str, consumer: &str, status: &str, latency_us: u64, bytes: u64) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one((route, consumer, status));
+        let (_, _, _, a) = self
+            .table
+            .entry(
+                hash,
+                |(r, c, s, _)| (&**r, &**c, &**s) == (route, consumer, status),
+                |(r, c, s, _)| hasher.hash_one((&**r, &**c, &**s)),
+            )
+            .or_insert_with(|| {
+                (
+                    route.into(),
+                    consumer.into(),
+                    status.into(),
+                    Aggregate::default(),
+                )
+            })
+            .into_mut();
+        a.count += 1;
+        a.latency_us_sum += latency_us;
+        a.bytes_sum += bytes;
+    }
+}
+
 /// Where analytics events go.
 pub struct AnalyticsSink {
     file: AccessLog,
-    aggregate: Mutex<BTreeMap<(String, String, String), Aggregate>>,
+    aggregate: Mutex<Groups>,
 }
 
 /// Most fields kept per event.
@@ -39,48 +77,53 @@ impl AnalyticsSink {
                 Some(p) => AccessLog::start(p)?,
                 None => AccessLog::disabled(),
             },
-            aggregate: Mutex::new(BTreeMap::new()),
+            aggregate: Mutex::new(Groups::default()),
         })
     }
 
-    /// Records one event from `plugin`.
+    /// Records one event from `plugin`. Only the first [`MAX_FIELDS`] fields count, and
+    /// only those whose name and value fit [`MAX_FIELD_BYTES`]; of a name given twice, the
+    /// last value counts.
     pub fn record(&self, plugin: &str, fields: Vec<(String, String)>) {
-        let mut obj = serde_json::Map::new();
-        obj.insert("plugin".into(), plugin.into());
-        for (k, v) in fields.into_iter().take(MAX_FIELDS) {
-            if k.len() <= MAX_FIELD_BYTES && v.len() <= MAX_FIELD_BYTES {
+        let fits =
+            |(k, v): &(String, String)| k.len() <= MAX_FIELD_BYTES && v.len() <= MAX_FIELD_BYTES;
+        let kept = || fields.iter().take(MAX_FIELDS).filter(|f| fits(f));
+        let field = |name: &str| {
+            kept()
+                .rfind(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let num = |name: &str| field(name).parse::<u64>().unwrap_or(0);
+        self.aggregate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(
+                field("route"),
+                field("consumer"),
+                field("status"),
+                num("latency_us"),
+                num("response_bytes"),
+            );
+        if self.file.enabled() {
+            let mut obj = serde_json::Map::new();
+            obj.insert("plugin".into(), plugin.into());
+            for (k, v) in fields.into_iter().take(MAX_FIELDS).filter(fits) {
                 obj.insert(k, serde_json::Value::String(v));
             }
+            self.file.write_value(&serde_json::Value::Object(obj));
         }
-        let field = |k: &str| {
-            obj.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
-        let num = |k: &str| {
-            obj.get(k)
-                .and_then(|v| v.as_str())
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let key = (field("route"), field("consumer"), field("status"));
-        {
-            let mut agg = self.aggregate.lock().unwrap_or_else(|p| p.into_inner());
-            let a = agg.entry(key).or_default();
-            a.count += 1;
-            a.latency_us_sum += num("latency_us");
-            a.bytes_sum += num("response_bytes");
-        }
-        self.file.write_value(&serde_json::Value::Object(obj));
     }
 
-    /// The aggregate as JSON: a list of `{route, consumer, status, count, …}`.
+    /// The aggregate as JSON: a list of `{route, consumer, status, count, …}`, ordered by
+    /// route, consumer and status.
     pub fn snapshot(&self) -> serde_json::Value {
         let agg = self.aggregate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups: Vec<&Group> = agg.table.iter().collect();
+        groups.sort_unstable_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
         serde_json::Value::Array(
-            agg.iter()
-                .map(|((route, consumer, status), a)| {
+            groups
+                .into_iter()
+                .map(|(route, consumer, status, a)| {
                     serde_json::json!({
                         "route": route, "consumer": consumer, "status": status,
                         "count": a.count, "latency_us_sum": a.latency_us_sum, "bytes_sum": a.bytes_sum,
@@ -88,5 +131,84 @@ impl AnalyticsSink {
                 })
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn events_of_one_group_are_summed_and_groups_are_listed_in_order() {
+        let sink = AnalyticsSink::new(None).unwrap();
+        let ev = |route, consumer, status, latency| {
+            event(&[
+                ("route", route),
+                ("consumer", consumer),
+                ("status", status),
+                ("latency_us", latency),
+                ("response_bytes", "10"),
+            ])
+        };
+        sink.record("analytics", ev("b", "alice", "200", "5"));
+        sink.record("analytics", ev("a", "bob", "429", "1"));
+        sink.record("analytics", ev("b", "alice", "200", "7"));
+        sink.record("analytics", ev("a", "alice", "200", "x"));
+        let rows = sink.snapshot();
+        let rows = rows.as_array().unwrap();
+        let keys: Vec<_> = rows
+            .iter()
+            .map(|r| format!("{}/{}/{}", r["route"], r["consumer"], r["status"]))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                r#""a"/"alice"/"200""#,
+                r#""a"/"bob"/"429""#,
+                r#""b"/"alice"/"200""#
+            ]
+        );
+        assert_eq!(rows[2]["count"], 2);
+        assert_eq!(rows[2]["latency_us_sum"], 12);
+        assert_eq!(rows[2]["bytes_sum"], 20);
+        // A latency that is not a number counts as 0.
+        assert_eq!(rows[0]["latency_us_sum"], 0);
+    }
+
+    #[test]
+    fn the_last_value_of_a_repeated_field_counts_and_oversized_fields_are_ignored() {
+        let sink = AnalyticsSink::new(None).unwrap();
+        let long = "r".repeat(MAX_FIELD_BYTES + 1);
+        sink.record(
+            "analytics",
+            event(&[
+                ("route", "first"),
+                ("route", "second"),
+                ("route", &long),
+                ("status", "200"),
+            ]),
+        );
+        let rows = sink.snapshot();
+        assert_eq!(rows[0]["route"], "second");
+        assert_eq!(rows[0]["consumer"], "");
+        assert_eq!(rows[0]["count"], 1);
+    }
+
+    #[test]
+    fn only_the_first_fields_of_an_event_count() {
+        let sink = AnalyticsSink::new(None).unwrap();
+        let mut fields: Vec<(String, String)> = (0..MAX_FIELDS)
+            .map(|i| (format!("f{i}"), "v".to_string()))
+            .collect();
+        fields.push(("route".into(), "late".into()));
+        sink.record("analytics", fields);
+        assert_eq!(sink.snapshot()[0]["route"], "");
     }
 }
