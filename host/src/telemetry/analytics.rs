@@ -94,16 +94,13 @@ impl AnalyticsSink {
                 .map_or("", |(_, v)| v.as_str())
         };
         let num = |name: &str| field(name).parse::<u64>().unwrap_or(0);
+        // Read the fields before taking the lock: other workers wait on it.
+        let (route, consumer, status) = (field("route"), field("consumer"), field("status"));
+        let (latency_us, bytes) = (num("latency_us"), num("response_bytes"));
         self.aggregate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .add(
-                field("route"),
-                field("consumer"),
-                field("status"),
-                num("latency_us"),
-                num("response_bytes"),
-            );
+            .add(route, consumer, status, latency_us, bytes);
         if self.file.enabled() {
             let mut obj = serde_json::Map::new();
             obj.insert("plugin".into(), plugin.into());
