@@ -49,6 +49,23 @@ fn validate_accepts_the_shipped_configuration() {
     assert_eq!(code, 0, "{out}");
 }
 
+#[test]
+fn validate_reports_a_policy_that_does_not_fit_in_the_instance_pool() {
+    let noop = sluice_tests::plugin_path("noop");
+    let cfg = format!(
+        "[policy]\nmax_instances = 1\n[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[plugins.noop]\npath = \"{}\"\n[[routes]]\nname = \"r\"\nrespond = \"echo\"\n[[routes.policies]]\nplugin = \"noop\"\n[[routes.policies]]\nplugin = \"noop\"\n",
+        noop.display()
+    );
+    let (code, out) = validate(&cfg);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("routes[0].policies[1]: plugin \"noop\": instantiate failed: maximum concurrent limit of 1"),
+        "{out}"
+    );
+    let (code, out) = validate(&cfg.replace("max_instances = 1", "max_instances = 2"));
+    assert_eq!(code, 0, "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     let route = |body: &str| {

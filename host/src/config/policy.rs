@@ -7,6 +7,11 @@ use serde::Deserialize;
 use super::Dur;
 use super::model::ValueMatch;
 
+/// Default of [`PolicySettings::max_instances`].
+pub const DEFAULT_MAX_INSTANCES: u32 = 2000;
+/// Largest accepted [`PolicySettings::max_instances`].
+pub const MAX_INSTANCES_LIMIT: u32 = 100_000;
+
 /// Policy-plane settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +26,10 @@ pub struct PolicySettings {
     pub kv_max_value_bytes: usize,
     /// Most kv keys per plugin. Default: 10000.
     pub kv_max_keys: usize,
+    /// Policy instances that can exist at once across all plugins (the pooling allocator's
+    /// slots; each reserves `MAX_PLUGIN_MEMORY` of address space, not memory). Read at start
+    /// only. Default: 2000.
+    pub max_instances: u32,
 }
 
 impl Default for PolicySettings {
@@ -31,6 +40,7 @@ impl Default for PolicySettings {
             kv_max_key_bytes: 512,
             kv_max_value_bytes: 64 * 1024,
             kv_max_keys: 10_000,
+            max_instances: DEFAULT_MAX_INSTANCES,
         }
     }
 }

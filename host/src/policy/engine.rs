@@ -19,8 +19,6 @@ use super::PolicyError;
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Hard ceiling of any plugin's linear memory.
 pub const MAX_PLUGIN_MEMORY: usize = 256 * 1024 * 1024;
-/// Instances the pool can hold at once (across all plugins).
-const POOL_INSTANCES: u32 = 2000;
 /// Largest component accepted for compilation.
 pub const MAX_COMPONENT_BYTES: usize = 50 * 1024 * 1024;
 
@@ -95,14 +93,16 @@ pub struct PolicyRuntime {
 
 impl PolicyRuntime {
     /// Creates the engine and starts its epoch ticker. `cache_dir` (created with owner-only
-    /// permissions) keeps compiled artifacts between runs.
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PolicyError> {
+    /// permissions) keeps compiled artifacts between runs; the pool holds `instances`
+    /// instances at once (across all plugins).
+    pub fn new(cache_dir: Option<PathBuf>, instances: u32) -> Result<Arc<Self>, PolicyError> {
+        let instances = instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 2)
-            .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES * 2)
-            .total_stacks(POOL_INSTANCES)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(2))
+            .total_memories(instances)
+            .total_tables(instances.saturating_mul(2))
+            .total_stacks(instances)
             .max_memory_size(MAX_PLUGIN_MEMORY)
             // Reset a used memory by restoring only its dirty pages in place (found with
             // PAGEMAP_SCAN on Linux ≥ 6.7; the low 64 KiB otherwise) rather than `madvise`

@@ -15,6 +15,7 @@ use crate::telemetry::AnalyticsSink;
 pub struct PolicyEnv {
     runtime: OnceLock<Arc<PolicyRuntime>>,
     cache_dir: Option<PathBuf>,
+    max_instances: u32,
     /// The state backends.
     pub store: Arc<Store>,
     /// The analytics sink.
@@ -34,6 +35,7 @@ impl PolicyEnv {
         Ok(Arc::new(Self {
             runtime: OnceLock::new(),
             cache_dir,
+            max_instances: settings.max_instances,
             store,
             analytics: Arc::new(AnalyticsSink::new(settings.analytics_path.as_deref())?),
             limiters: Mutex::new(HashMap::new()),
@@ -46,7 +48,7 @@ impl PolicyEnv {
         if let Some(r) = self.runtime.get() {
             return Ok(r.clone());
         }
-        let r = PolicyRuntime::new(self.cache_dir.clone())?;
+        let r = PolicyRuntime::new(self.cache_dir.clone(), self.max_instances)?;
         Ok(self.runtime.get_or_init(|| r).clone())
     }
 

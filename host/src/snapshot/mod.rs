@@ -118,6 +118,13 @@ impl Snapshot {
                 "must be at least 8192",
             ));
         }
+        let instances = config.policy.max_instances;
+        if !(1..=crate::config::MAX_INSTANCES_LIMIT).contains(&instances) {
+            issues.push(Issue::new(
+                root.key("policy").key("max_instances"),
+                format!("must be 1 to {}", crate::config::MAX_INSTANCES_LIMIT),
+            ));
+        }
         if limits.max_connections == 0 {
             issues.push(Issue::new(
                 root.key("limits").key("max_connections"),
@@ -570,6 +577,20 @@ mod tests {
             vec!["listeners[1].bind: address 127.0.0.1:8080 is bound twice"]
         );
         assert_eq!(issues(&two(0)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rejects_a_policy_instance_pool_out_of_range() {
+        for n in [0, 100_001] {
+            assert_eq!(
+                issues(&format!("[policy]\nmax_instances = {n}\n{L}")),
+                vec!["policy.max_instances: must be 1 to 100000"]
+            );
+        }
+        assert_eq!(
+            issues(&format!("[policy]\nmax_instances = 8\n{L}")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
