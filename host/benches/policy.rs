@@ -1,6 +1,8 @@
 //! Per-policy dispatch cost: a no-op policy (`plugins/fixtures/noop`) called with a
-//! realistic request (10 headers), pooled and isolated. Build the plugins first
-//! (`just plugins`). Run: `cargo bench -p sluice --bench policy`.
+//! realistic request (10 headers), pooled and isolated; and the demo pipeline of
+//! `bench/proxy.sh` (analytics, key-auth, rate-limit; request phases in order, response
+//! phases in reverse), pooled, per request. Build the plugins first (`just plugins`).
+//! Run: `cargo bench -p sluice --bench policy`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,14 +15,19 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use http::{HeaderMap, HeaderValue, Method};
 use sluice::config::PolicySettings;
 use sluice::policy::{
-    CallData, CallLimits, Capabilities, Grants, InstanceMode, Outbound, PolicyEnv, PolicyInstance,
-    RequestView,
+    CallData, CallLimits, Capabilities, Capability, Grants, InstanceMode, Outbound, PolicyEnv,
+    PolicyInstance, RequestDecision, RequestView,
 };
 
-fn noop_path() -> std::path::PathBuf {
+fn plugin_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-unknown-unknown/release/noop.wasm")
+        .join("../plugins/target/wasm32-unknown-unknown/release")
+        .join(format!("{name}.wasm"))
 }
+
+/// The demo key of the pipeline bench and its SHA-256 (as `bench/proxy.sh` configures it).
+const KEY: &str = "sluice-demo-key";
+const KEY_SHA256: &str = "579084b337941a6a4a172d804df80263a01442341327e1c8aded14669aee6724";
 
 fn request() -> CallData {
     let mut headers = HeaderMap::new();
@@ -41,6 +48,7 @@ fn request() -> CallData {
         ("x-forwarded-for", "203.0.113.7"),
         ("cookie", "session=abc123; theme=dark; lang=en"),
         ("content-type", "application/json"),
+        ("x-api-key", KEY),
     ] {
         headers.insert(k, HeaderValue::from_static(v));
     }
@@ -57,10 +65,16 @@ fn request() -> CallData {
     }
 }
 
-fn instance(rt: &tokio::runtime::Runtime, mode: InstanceMode) -> PolicyInstance {
-    let bytes = std::fs::read(noop_path()).expect("build the plugins first: just plugins");
-    let store = sluice::state::Store::in_memory(None, None, Default::default()).unwrap();
-    let env = PolicyEnv::new(&PolicySettings::default(), std::sync::Arc::new(store), None).unwrap();
+/// One policy of `plugin` (file `file.wasm`) with `grants` and the JSON `config`.
+fn instance(
+    rt: &tokio::runtime::Runtime,
+    env: &PolicyEnv,
+    file: &str,
+    grants: &[Capability],
+    config: &str,
+    mode: InstanceMode,
+) -> PolicyInstance {
+    let bytes = std::fs::read(plugin_path(file)).expect("build the plugins first: just plugins");
     let runtime = env.runtime().unwrap();
     let (component, _) = runtime.compile(&bytes).unwrap();
     let policy: sluice::config::PolicyRef = toml::from_str("plugin = \"bench\"").unwrap();
@@ -81,10 +95,10 @@ fn instance(rt: &tokio::runtime::Runtime, mode: InstanceMode) -> PolicyInstance 
     rt.block_on(PolicyInstance::new(
         &runtime,
         "bench".into(),
-        "noop".into(),
+        file.into(),
         &component,
-        Grants::default(),
-        "{}".into(),
+        Grants::of(grants),
+        config.into(),
         caps,
         mode,
         limits,
@@ -92,16 +106,22 @@ fn instance(rt: &tokio::runtime::Runtime, mode: InstanceMode) -> PolicyInstance 
     .unwrap()
 }
 
+fn env() -> Arc<PolicyEnv> {
+    let store = sluice::state::Store::in_memory(None, None, Default::default()).unwrap();
+    PolicyEnv::new(&PolicySettings::default(), Arc::new(store), None).unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let env = env();
     for (name, mode) in [
         ("noop_pooled", InstanceMode::Pooled),
         ("noop_isolated", InstanceMode::Isolated),
     ] {
-        let inst = instance(&rt, mode);
+        let inst = instance(&rt, &env, "noop", &[], "{}", mode);
         let mut data = request();
         c.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -117,5 +137,74 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The demo pipeline, per request: three request phases, then three response phases in
+/// reverse order, with the attributes of each request starting empty.
+fn pipeline(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = env();
+    let pooled = InstanceMode::Pooled;
+    let consumers = format!(r#"[{{"name":"bench","key_sha256":"{KEY_SHA256}"}}]"#);
+    let steps = [
+        instance(
+            &rt,
+            &env,
+            "analytics",
+            &[Capability::Analytics, Capability::Clock],
+            "{}",
+            pooled,
+        ),
+        instance(
+            &rt,
+            &env,
+            "key_auth",
+            &[Capability::Kv, Capability::Log],
+            &format!(r#"{{"header":"x-api-key","consumers":{consumers}}}"#),
+            pooled,
+        ),
+        instance(
+            &rt,
+            &env,
+            "rate_limit",
+            &[Capability::RateLimit],
+            r#"{"requests":10000000,"window":"1s","key":"consumer"}"#,
+            pooled,
+        ),
+    ];
+    let template = request();
+    c.bench_function("demo_pipeline_pooled", |b| {
+        b.iter_custom(|iters| {
+            // The gateway moves each request's head into the pipeline; cloning it is not
+            // part of what is measured.
+            let requests: Vec<CallData> = (0..iters)
+                .map(|_| CallData {
+                    req: template.req.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            rt.block_on(async {
+                let start = Instant::now();
+                for mut data in requests {
+                    for s in &steps {
+                        let d = s.on_request(&mut data).await.unwrap();
+                        assert!(
+                            !matches!(d, RequestDecision::Respond(_)),
+                            "{} answered",
+                            s.label
+                        );
+                    }
+                    data.resp.status = 200;
+                    for s in steps.iter().rev() {
+                        s.on_response(&mut data).await.unwrap();
+                    }
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+criterion_group!(benches, bench, pipeline);
 criterion_main!(benches);

@@ -24,24 +24,13 @@
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        #[allow(unsafe_code)]
-        const _: () = {
-            struct __SluiceExport;
-
-            $crate::__sluice_policy_slot!(__SLUICE_POLICY, $policy);
-
-            impl $crate::__private::Guest for __SluiceExport {
-                $crate::__sluice_guest_methods!(__SLUICE_POLICY, $policy);
-            }
-
-            $crate::__private::bindings::__sluice_export_bindings!(
-                __SluiceExport with_types_in $crate::__private::bindings
-            );
-        };
-
-        #[cfg(not(target_arch = "wasm32"))]
-        const _: fn() = $crate::__private::assert_policy::<$policy>;
+        $crate::__sluice_export!(
+            $policy,
+            Guest,
+            __sluice_guest_methods,
+            bindings,
+            __sluice_export_bindings
+        );
     };
 }
 
@@ -112,6 +101,77 @@ macro_rules! export_body_policy {
     };
 }
 
+/// Exports a [`Policy`](crate::Policy) type as the component's `init` and `on-request`
+/// only (the `request-policy` world): the gateway never calls it on the way back, which
+/// saves a call per request. Use it instead of [`export_policy!`] for a policy that does
+/// not implement `on_response` (authentication, request rewriting); an `on_response` it
+/// implements anyway is never called.
+///
+/// ```
+/// use sluice_sdk::{Context, Request, RequestDecision};
+///
+/// struct NeedsTenant;
+///
+/// impl sluice_sdk::Policy for NeedsTenant {
+///     type Config = ();
+///     fn new(_config: ()) -> Result<Self, String> {
+///         Ok(NeedsTenant)
+///     }
+///     fn on_request(&self, req: &Request<'_>, _ctx: &Context<'_>) -> RequestDecision {
+///         if req.has_header("x-tenant") {
+///             RequestDecision::Continue
+///         } else {
+///             RequestDecision::respond(400).body("missing x-tenant")
+///         }
+///     }
+/// }
+///
+/// sluice_sdk::export_request_policy!(NeedsTenant);
+/// ```
+///
+/// Natively the macro only checks that the type implements `Policy`.
+#[macro_export]
+macro_rules! export_request_policy {
+    ($policy:ty) => {
+        $crate::__sluice_export!(
+            $policy,
+            RequestGuest,
+            __sluice_request_methods,
+            request_bindings,
+            __sluice_export_request_bindings
+        );
+    };
+}
+
+/// The export glue of a world whose exports are exactly `$methods`: the policy slot, the
+/// `$guest` trait of the world's bindings `$bindings` implemented over it, and the
+/// bindings' export macro `$export`. Shared by [`export_policy!`] and
+/// [`export_request_policy!`]. Not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sluice_export {
+    ($policy:ty, $guest:ident, $methods:ident, $bindings:ident, $export:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        const _: () = {
+            struct __SluiceExport;
+
+            $crate::__sluice_policy_slot!(__SLUICE_POLICY, $policy);
+
+            impl $crate::__private::$guest for __SluiceExport {
+                $crate::$methods!(__SLUICE_POLICY, $policy);
+            }
+
+            $crate::__private::$bindings::$export!(
+                __SluiceExport with_types_in $crate::__private::$bindings
+            );
+        };
+
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = $crate::__private::assert_policy::<$policy>;
+    };
+}
+
 /// The instance's policy slot (a thread-local `RefCell<Option<P>>` named `$slot`); shared
 /// by both export macros. Not a public API.
 #[doc(hidden)]
@@ -125,11 +185,11 @@ macro_rules! __sluice_policy_slot {
     };
 }
 
-/// `init`, `on-request` and `on-response` over the slot `$slot`; shared by both export
-/// macros (the `policy` and `body-policy` worlds export the same three). Not a public API.
+/// `init` and `on-request` over the slot `$slot`; shared by every export macro (every
+/// world exports these two). Not a public API.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __sluice_guest_methods {
+macro_rules! __sluice_request_methods {
     ($slot:ident, $policy:ty) => {
         fn init(
             config: ::std::string::String,
@@ -145,6 +205,16 @@ macro_rules! __sluice_guest_methods {
         ) -> $crate::__private::WitRequestDecision {
             $slot.with(|slot| $crate::__private::on_request(slot.borrow().as_ref(), req, ctx))
         }
+    };
+}
+
+/// `init`, `on-request` and `on-response` over the slot `$slot`; shared by the `policy`
+/// and `body-policy` export macros (both worlds export these three). Not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sluice_guest_methods {
+    ($slot:ident, $policy:ty) => {
+        $crate::__sluice_request_methods!($slot, $policy);
 
         fn on_response(
             req: &$crate::__private::RawRequest,
@@ -157,7 +227,8 @@ macro_rules! __sluice_guest_methods {
     };
 }
 
-/// Support for [`export_policy!`] and [`export_body_policy!`]; not a public API.
+/// Support for [`export_policy!`], [`export_request_policy!`] and [`export_body_policy!`];
+/// not a public API.
 #[doc(hidden)]
 pub mod __private {
     use crate::Policy;
@@ -173,7 +244,7 @@ pub mod __private {
 
     #[cfg(target_arch = "wasm32")]
     mod guest {
-        pub use crate::host::wasm::{bindings, body_bindings};
+        pub use crate::host::wasm::{bindings, body_bindings, request_bindings};
         pub use bindings::Guest;
         pub use bindings::sluice::policy::types::{
             Context as RawContext, RequestDecision as WitRequestDecision,
@@ -181,6 +252,7 @@ pub mod __private {
             ResponseHead as RawResponse,
         };
         pub use body_bindings::Guest as BodyGuest;
+        pub use request_bindings::Guest as RequestGuest;
         pub use wit_bindgen;
 
         use crate::host::wasm::{request_decision, response_decision};

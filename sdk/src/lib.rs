@@ -3,7 +3,9 @@
 //! A policy is a type implementing [`Policy`], exported with [`export_policy!`] and built
 //! to a WebAssembly component for the `sluice:policy@0.1.0` world. The gateway calls
 //! `init` once per configured instance with the route's configuration, then
-//! [`Policy::on_request`] and [`Policy::on_response`] for each request. A policy that must
+//! [`Policy::on_request`] and [`Policy::on_response`] for each request. A policy with no
+//! response phase is exported with [`export_request_policy!`] (the `request-policy` world),
+//! and the gateway then never calls it on the way back. A policy that must
 //! see request bodies also implements [`BodyPolicy`] and is exported with
 //! [`export_body_policy!`] (the `body-policy` world): the gateway then buffers the body
 //! and calls [`BodyPolicy::on_request_body`].

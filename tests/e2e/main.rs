@@ -4,6 +4,7 @@
 mod admin;
 mod bodies;
 mod defences;
+mod dispatch;
 mod jwt;
 mod lifecycle;
 mod policies;

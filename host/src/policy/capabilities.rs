@@ -83,18 +83,6 @@ impl Grants {
     pub fn has(self, c: Capability) -> bool {
         self.0 & c.bit() != 0
     }
-
-    /// Whether a granted capability has host functions that wait on I/O (and so calls into
-    /// the plugin must run on a fiber): `kv`, `rate-limit` and `outbound-http`.
-    pub fn any_async(self) -> bool {
-        [
-            Capability::Kv,
-            Capability::RateLimit,
-            Capability::OutboundHttp,
-        ]
-        .into_iter()
-        .any(|c| self.has(c))
-    }
 }
 
 /// Outbound HTTP for one plugin: only allowlisted `host` or `host:port` authorities, bounded

@@ -70,8 +70,9 @@ pub struct ResponseView {
     pub headers: HeaderMap,
 }
 
-/// Attributes shared by the policies of one request.
-pub type Attributes = HashMap<String, String>;
+/// Attributes shared by the policies of one request (a fast, per-process seeded hasher:
+/// the keys come from policies, bounded in size and number).
+pub type Attributes = HashMap<String, String, foldhash::fast::RandomState>;
 
 /// The per-call data moved into a store for one call and out again afterwards.
 #[derive(Default)]
@@ -377,6 +378,31 @@ impl kv::Host for HostState {
     }
 }
 
+/// Checks the arguments of `rate-limit.check` and converts the limit.
+fn host_limit(key: &str, limit: rate_limit::Limit) -> Result<crate::state::Limit, String> {
+    if limit.requests == 0 || limit.window_ms == 0 {
+        return Err("limit.requests and limit.window-ms must be positive".into());
+    }
+    if key.len() > 1024 {
+        return Err("rate-limit key over 1024 bytes".into());
+    }
+    Ok(crate::state::Limit {
+        requests: limit.requests,
+        window_ms: limit.window_ms,
+        burst: limit.burst,
+    })
+}
+
+fn wit_verdict(v: crate::state::Verdict) -> rate_limit::Verdict {
+    rate_limit::Verdict {
+        allowed: v.allowed,
+        limit: v.limit,
+        remaining: v.remaining,
+        reset_ms: v.reset_ms,
+        retry_after_ms: v.retry_after_ms,
+    }
+}
+
 impl rate_limit::Host for HostState {
     async fn check(
         &mut self,
@@ -384,28 +410,48 @@ impl rate_limit::Host for HostState {
         limit: rate_limit::Limit,
         cost: u32,
     ) -> wasmtime::Result<Result<rate_limit::Verdict, String>> {
-        if limit.requests == 0 || limit.window_ms == 0 {
-            return Ok(Err(
-                "limit.requests and limit.window-ms must be positive".into()
-            ));
-        }
-        if key.len() > 1024 {
-            return Ok(Err("rate-limit key over 1024 bytes".into()));
-        }
-        let limit = crate::state::Limit {
-            requests: limit.requests,
-            window_ms: limit.window_ms,
-            burst: limit.burst,
+        let limit = match host_limit(&key, limit) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
         };
         let caps = self.caps.clone();
         let v = self.io(caps.limiter.check(&key, limit, cost)).await;
-        Ok(v.map(|v| rate_limit::Verdict {
-            allowed: v.allowed,
-            limit: v.limit,
-            remaining: v.remaining,
-            reset_ms: v.reset_ms,
-            retry_after_ms: v.retry_after_ms,
-        }))
+        Ok(v.map(wit_verdict))
+    }
+}
+
+/// Host functions defined without `async` for policies whose backend answers without
+/// waiting on I/O (see `instance::linker`): a policy that imports only these (and other
+/// synchronous capabilities) is called without a fiber.
+impl HostState {
+    /// `kv.get` on the embedded store. Only linked when [`crate::state::Kv::get_now`]
+    /// answers.
+    pub(super) fn kv_get_now(
+        &mut self,
+        key: &str,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::KvError>> {
+        match self.caps.kv.get_now(key) {
+            Some(r) => Ok(r.map_err(kv_err)),
+            None => wasmtime::bail!("kv.get linked synchronously for a Redis namespace"),
+        }
+    }
+
+    /// `rate-limit.check` on an in-memory limiter. Only linked when
+    /// [`crate::state::RateLimiter::check_now`] answers.
+    pub(super) fn rate_limit_check_now(
+        &mut self,
+        key: &str,
+        limit: rate_limit::Limit,
+        cost: u32,
+    ) -> wasmtime::Result<Result<rate_limit::Verdict, String>> {
+        let limit = match host_limit(key, limit) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        match self.caps.limiter.check_now(key, limit, cost) {
+            Some(v) => Ok(v.map(wit_verdict)),
+            None => wasmtime::bail!("rate-limit.check linked synchronously for Redis"),
+        }
     }
 }
 

@@ -9,14 +9,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{ComponentExportIndex, HasSelf, Linker, Resource, TypedFunc};
+use wasmtime::component::{
+    ComponentExportIndex, HasSelf, InstancePre, Linker, Resource, TypedFunc,
+};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::PolicyError;
 use super::bindings::sluice::policy::{
     analytics, clock, kv, log, outbound_http, rate_limit, types,
 };
-use super::bindings::{Policy, PolicyIndices, PolicyPre};
+use super::bindings::{Exports, World};
 use super::capabilities::{Capabilities, Capability, Grants};
 use super::engine::{EPOCH_TICK, PolicyRuntime, Ticker};
 use super::host::{CallData, ContextRes, CpuClock, HostState, RequestHeadRes, ResponseHeadRes};
@@ -68,17 +70,77 @@ type BodyFunc =
 
 struct Warm {
     store: Store<HostState>,
-    bindings: Policy,
+    exports: Exports,
     body: Option<BodyFunc>,
     uses: u32,
 }
 
+/// The I/O capabilities' functions that answer without waiting for one policy instance,
+/// because its backends are in this process: `kv.get` on the embedded store and
+/// `rate-limit.check` on the `local` and `hybrid` limiters. They are linked as plain host
+/// functions, so that a policy importing nothing else that waits (key-auth reading keys,
+/// rate-limit on a local limit) is called without a fiber.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct SyncIo {
+    kv_get: bool,
+    rate_limit_check: bool,
+}
+
+impl SyncIo {
+    /// What answers without waiting for a policy reaching `caps`.
+    pub(super) fn of(caps: &Capabilities) -> Self {
+        Self {
+            kv_get: !caps.kv.reads_wait_on_io(),
+            rate_limit_check: !caps.limiter.waits_on_io(),
+        }
+    }
+
+    /// Whether function `func` of capability `c` may wait on I/O (is an async host
+    /// function in this linker).
+    fn waits(self, c: Capability, func: &str) -> bool {
+        match c {
+            Capability::Log | Capability::Clock | Capability::Analytics => false,
+            Capability::Kv => !(self.kv_get && func == "get"),
+            Capability::RateLimit => !(self.rate_limit_check && func == "check"),
+            Capability::OutboundHttp => true,
+        }
+    }
+}
+
+/// Whether calls into `component` must run on a fiber: it imports WASI (whose host side
+/// is async) or a capability function that waits on I/O in this linker. A component's
+/// import instances list only the functions it calls, so key-auth importing `kv.get` alone
+/// needs no fiber on the embedded store. (wasmtime computes the same from the linked
+/// definitions; it refuses a synchronous call if the two disagreed, so a mistake here is an
+/// error, never unsoundness.)
+fn needs_fiber(engine: &Engine, component: &wasmtime::component::Component, io: SyncIo) -> bool {
+    use wasmtime::component::types::ComponentItem;
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, item)| {
+            if name.starts_with("wasi:") {
+                return true;
+            }
+            let Some(c) = Capability::from_import(name) else {
+                return false;
+            };
+            match item.ty {
+                ComponentItem::ComponentInstance(inst) => inst.exports(engine).any(|(n, e)| {
+                    matches!(e.ty, ComponentItem::ComponentFunc(_)) && io.waits(c, n)
+                }),
+                _ => true,
+            }
+        })
+}
+
 /// Builds a linker that defines only `grants` (plus the shared types), and WASI p2 when
-/// `with_wasi`.
+/// `with_wasi`; the functions `io` names are defined synchronously.
 fn linker(
     engine: &Engine,
     grants: Grants,
     with_wasi: bool,
+    io: SyncIo,
 ) -> Result<Linker<HostState>, PolicyError> {
     let mut l = Linker::new(engine);
     let e = |e: wasmtime::Error| PolicyError::Engine(e.to_string());
@@ -104,8 +166,43 @@ fn linker(
     if grants.has(Capability::OutboundHttp) {
         outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
     }
+    // Replace the async definitions `io` allows with synchronous ones.
+    l.allow_shadowing(true);
+    if grants.has(Capability::Kv) && io.kv_get {
+        l.instance(&format!("{}@{WIT_VERSION}", Capability::Kv.interface()))
+            .and_then(|mut i| {
+                i.func_wrap("get", |mut cx, (key,): (String,)| {
+                    Ok((HostState::kv_get_now(cx.data_mut(), &key)?,))
+                })
+            })
+            .map_err(e)?;
+    }
+    if grants.has(Capability::RateLimit) && io.rate_limit_check {
+        l.instance(&format!(
+            "{}@{WIT_VERSION}",
+            Capability::RateLimit.interface()
+        ))
+        .and_then(|mut i| {
+            i.func_wrap(
+                "check",
+                |mut cx, (key, limit, cost): (String, rate_limit::Limit, u32)| {
+                    Ok((HostState::rate_limit_check_now(
+                        cx.data_mut(),
+                        &key,
+                        limit,
+                        cost,
+                    )?,))
+                },
+            )
+        })
+        .map_err(e)?;
+    }
+    l.allow_shadowing(false);
     Ok(l)
 }
+
+/// The version of the WIT package (`sluice:policy@…`) the host implements.
+const WIT_VERSION: &str = "0.1.0";
 
 /// Refuses a component that imports anything not granted (naming the import). `wasi:*`
 /// imports are accepted only for the WASI 0.2 interfaces Sluice links (granting nothing).
@@ -151,21 +248,22 @@ pub fn check_imports(
 }
 
 /// Checks that `component` is a `sluice:policy` component importing only what `grants`
-/// allow, and pre-instantiates it; returns whether it imports WASI.
+/// allow, and pre-instantiates it; returns its world and whether it imports WASI.
 fn prepare(
     runtime: &PolicyRuntime,
     component: &wasmtime::component::Component,
     grants: Grants,
-) -> Result<(PolicyPre<HostState>, bool), PolicyError> {
+    io: SyncIo,
+) -> Result<(InstancePre<HostState>, World, bool), PolicyError> {
     check_imports(runtime.engine(), component, grants)?;
     let wasi = wasi::imports_wasi(runtime.engine(), component);
-    let l = linker(runtime.engine(), grants, wasi)?;
+    let l = linker(runtime.engine(), grants, wasi, io)?;
     let ipre = l
         .instantiate_pre(component)
         .map_err(|e| PolicyError::Invalid(format!("cannot link the component: {e:#}")))?;
-    let pre = PolicyPre::new(ipre)
+    let world = World::of(&ipre)
         .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
-    Ok((pre, wasi))
+    Ok((ipre, world, wasi))
 }
 
 /// Checks, without instantiating, that `component` is a component of a `sluice:policy`
@@ -175,7 +273,7 @@ pub fn check_component(
     component: &wasmtime::component::Component,
     grants: Grants,
 ) -> Result<(), PolicyError> {
-    prepare(runtime, component, grants).map(|_| ())
+    prepare(runtime, component, grants, SyncIo::default()).map(|_| ())
 }
 
 /// Counters of one policy instance.
@@ -195,18 +293,20 @@ pub struct PolicyInstance {
     pub label: String,
     /// The plugin name.
     pub plugin: String,
-    pre: PolicyPre<HostState>,
-    /// The world's exports, resolved once (not by name on every instantiation).
-    indices: PolicyIndices,
+    pre: InstancePre<HostState>,
+    /// The component's world, its exports resolved once (not by name on every
+    /// instantiation).
+    world: World,
     /// `on-request-body`, for policies that export it.
     body_export: Option<ComponentExportIndex>,
     /// Whether the component imports WASI (its stores then carry a WASI context).
     wasi: bool,
     /// Whether its WASI clocks are real (the `clock` grant) rather than frozen.
     wasi_clocks: bool,
-    /// Whether its linker defines nothing async (no WASI, no `kv`, `rate-limit` or
-    /// `outbound-http`): instantiation and calls then run without a fiber (and without a
-    /// wall-clock timer: nothing can wait on I/O; the epoch deadline bounds the CPU).
+    /// Whether nothing it imports is async in its linker (no WASI, no `outbound-http`, no
+    /// `kv` or `rate-limit` function that waits on I/O; see [`SyncIo`]): instantiation and
+    /// calls then run without a fiber (and without a wall-clock timer: nothing can wait on
+    /// I/O; the epoch deadline bounds the CPU).
     sync: bool,
     config_json: String,
     caps: Arc<Capabilities>,
@@ -236,19 +336,18 @@ impl PolicyInstance {
         mode: InstanceMode,
         limits: CallLimits,
     ) -> Result<Self, PolicyError> {
-        let (pre, wasi) = prepare(runtime, component, grants)?;
-        let indices = PolicyIndices::new(pre.instance_pre())
-            .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
+        let io = SyncIo::of(&caps);
+        let (pre, world, wasi) = prepare(runtime, component, grants, io)?;
         let body_export = component.get_export_index(None, "on-request-body");
         let this = Self {
             label,
             plugin,
             pre,
-            indices,
+            world,
             body_export,
             wasi,
             wasi_clocks: grants.has(Capability::Clock),
-            sync: !wasi && !grants.any_async(),
+            sync: !wasi && !needs_fiber(runtime.engine(), component, io),
             config_json,
             caps,
             mode,
@@ -267,6 +366,19 @@ impl PolicyInstance {
         Ok(this)
     }
 
+    /// Whether calls into this policy run on a fiber (it imports WASI or a host function
+    /// that waits on I/O); otherwise they run on the caller's stack.
+    pub fn uses_fiber(&self) -> bool {
+        !self.sync
+    }
+
+    /// Whether the policy has a response phase (its component targets the `policy` or
+    /// `body-policy` world; a `request-policy` component has none, and is not called on
+    /// the way back).
+    pub fn has_response_phase(&self) -> bool {
+        self.world.has_response_phase()
+    }
+
     /// Whether the policy wants request bodies.
     pub fn wants_body(&self) -> bool {
         self.body_export.is_some()
@@ -280,10 +392,18 @@ impl PolicyInstance {
         (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
     }
 
-    /// Starts the CPU clock and the epoch deadline of a call.
+    /// Starts the epoch deadline of a call (and its CPU clock, for calls that can wait on
+    /// I/O). A fiber-less call cannot wait, so its wall time is its CPU time and the epoch
+    /// deadline alone bounds it (no clock read per call): it is interrupted once the
+    /// deadline's ticks have all elapsed, with one tick more so that a tick landing just
+    /// after arming never cuts it short.
     fn arm(&self, store: &mut Store<HostState>) {
-        store.data_mut().cpu.start();
-        store.set_epoch_deadline(self.deadline_ticks());
+        if self.sync {
+            store.set_epoch_deadline(self.deadline_ticks() + 1);
+        } else {
+            store.data_mut().cpu.start();
+            store.set_epoch_deadline(self.deadline_ticks());
+        }
     }
 
     async fn instantiate(&self) -> Result<Warm, PolicyError> {
@@ -293,24 +413,27 @@ impl PolicyInstance {
         if self.wasi {
             state = state.with_wasi(WasiState::new(&self.caps.plugin, self.wasi_clocks));
         }
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(self.pre.component().engine(), state);
         store.limiter(|s| &mut s.limits);
-        let limits = self.limits;
-        store.epoch_deadline_callback(move |ctx| Ok(extend_deadline(&limits, &ctx.data().cpu)));
+        let (limits, sync) = (self.limits, self.sync);
+        store.epoch_deadline_callback(move |ctx| {
+            Ok(if sync {
+                UpdateDeadline::Interrupt
+            } else {
+                extend_deadline(&limits, &ctx.data().cpu)
+            })
+        });
         self.arm(&mut store);
         let instance = if self.sync {
-            self.pre.instance_pre().instantiate(&mut store)
+            self.pre.instantiate(&mut store)
         } else {
-            tokio::time::timeout(
-                self.limits.wall,
-                self.pre.instance_pre().instantiate_async(&mut store),
-            )
-            .await
-            .map_err(|_| PolicyError::Timeout)?
+            tokio::time::timeout(self.limits.wall, self.pre.instantiate_async(&mut store))
+                .await
+                .map_err(|_| PolicyError::Timeout)?
         }
         .map_err(|e| PolicyError::trap("instantiate", e))?;
-        let bindings = self
-            .indices
+        let exports = self
+            .world
             .load(&mut store, &instance)
             .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
         let body =
@@ -322,11 +445,11 @@ impl PolicyInstance {
             };
         self.arm(&mut store);
         let init = if self.sync {
-            bindings.init_sync(&mut store, &self.config_json)
+            exports.init_sync(&mut store, &self.config_json)
         } else {
             tokio::time::timeout(
                 self.limits.wall,
-                bindings.call_init(&mut store, &self.config_json),
+                exports.init_async(&mut store, &self.config_json),
             )
             .await
             .map_err(|_| PolicyError::Timeout)?
@@ -335,7 +458,7 @@ impl PolicyInstance {
         init.map_err(PolicyError::init)?;
         Ok(Warm {
             store,
-            bindings,
+            exports,
             body,
             uses: 0,
         })
@@ -393,9 +516,9 @@ impl PolicyInstance {
         let mut w = self.begin(data).await?;
         let (req, ctx) = (Resource::new_borrow(0), Resource::new_borrow(0));
         let r = if self.sync {
-            Ok(w.bindings.on_request_sync(&mut w.store, req, ctx))
+            Ok(w.exports.on_request_sync(&mut w.store, (req, ctx)))
         } else {
-            let call = w.bindings.call_on_request(&mut w.store, req, ctx);
+            let call = w.exports.on_request_async(&mut w.store, (req, ctx));
             tokio::time::timeout(self.limits.wall, call).await
         };
         self.finish(w, data, "on-request", r)
@@ -426,17 +549,21 @@ impl PolicyInstance {
         self.finish(w, data, "on-request-body", r.map(|x| x.map(|(d,)| d)))
     }
 
-    /// Calls `on-response`.
+    /// Calls `on-response` (a `request-policy` component has none: it continues without
+    /// taking an instance).
     pub async fn on_response(&self, data: &mut CallData) -> Result<ResponseDecision, PolicyError> {
+        if !self.world.has_response_phase() {
+            return Ok(ResponseDecision::Continue);
+        }
         let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
         let req = Resource::<RequestHeadRes>::new_borrow(0);
         let resp = Resource::<ResponseHeadRes>::new_borrow(0);
         let ctx = Resource::<ContextRes>::new_borrow(0);
         let r = if self.sync {
-            Ok(w.bindings.on_response_sync(&mut w.store, req, resp, ctx))
+            Ok(w.exports.on_response_sync(&mut w.store, (req, resp, ctx)))
         } else {
-            let call = w.bindings.call_on_response(&mut w.store, req, resp, ctx);
+            let call = w.exports.on_response_async(&mut w.store, (req, resp, ctx));
             tokio::time::timeout(self.limits.wall, call).await
         };
         self.finish(w, data, "on-response", r)

@@ -121,6 +121,21 @@ impl Kv {
         (self.on_error == OnBackendError::Local).then(|| v.clone())
     }
 
+    /// Whether reads wait on I/O (the namespace lives in Redis); when not,
+    /// [`Kv::get_now`] always answers.
+    pub fn reads_wait_on_io(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// The live value at `key`, when it can be read without waiting on I/O (the embedded
+    /// store: a read transaction on its memory-resident pages); `None` when the namespace
+    /// lives in Redis (use [`Kv::get`]).
+    pub fn get_now(&self, key: &str) -> Option<Result<Option<Vec<u8>>, KvError>> {
+        self.redis
+            .is_none()
+            .then(|| self.local.get(&self.namespace, key))
+    }
+
     /// The live value at `key`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let ns = self.namespace.as_str();

@@ -50,17 +50,43 @@ impl RateLimiter {
 
     /// Checks (and counts, when allowed) `cost` units against `key` under `limit`.
     pub async fn check(&self, key: &str, limit: Limit, cost: u32) -> Result<Verdict, String> {
+        if let Some(v) = self.check_now(key, limit, cost) {
+            return v;
+        }
         let outcome = match &self.shared {
-            Shared::None => return Ok(self.local.check(key, limit, cost)),
-            Shared::Redis { redis, prefix } => {
-                let full = format!("{prefix}{key}");
-                redis
-                    .check(&full, limit, cost)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Shared::Hybrid(h) => h.check(key, limit, cost),
+            Shared::Redis { redis, prefix } => redis
+                .check(&format!("{prefix}{key}"), limit, cost)
+                .await
+                .map_err(|e| e.to_string()),
+            Shared::None | Shared::Hybrid(_) => unreachable!("answered by check_now"),
         };
+        self.settle(key, limit, cost, outcome)
+    }
+
+    /// Whether checks wait on I/O (the `redis` backend); when not,
+    /// [`RateLimiter::check_now`] always answers.
+    pub fn waits_on_io(&self) -> bool {
+        matches!(self.shared, Shared::Redis { .. })
+    }
+
+    /// [`RateLimiter::check`] when it needs no I/O (the `local` and `hybrid` backends count
+    /// in memory); `None` for the `redis` backend, whose every check is a round trip.
+    pub fn check_now(&self, key: &str, limit: Limit, cost: u32) -> Option<Result<Verdict, String>> {
+        match &self.shared {
+            Shared::None => Some(Ok(self.local.check(key, limit, cost))),
+            Shared::Hybrid(h) => Some(self.settle(key, limit, cost, h.check(key, limit, cost))),
+            Shared::Redis { .. } => None,
+        }
+    }
+
+    /// Applies the `on_backend_error` rule to a shared backend's answer.
+    fn settle(
+        &self,
+        key: &str,
+        limit: Limit,
+        cost: u32,
+        outcome: Result<Verdict, String>,
+    ) -> Result<Verdict, String> {
         match outcome {
             Ok(v) => {
                 self.stats.backend_ok();

@@ -111,7 +111,8 @@ fn canonical(net: IpNet) -> IpNet {
     }
 }
 
-sluice_sdk::export_policy!(IpRestriction);
+// No response phase: the `request-policy` world (the gateway skips it on the way back).
+sluice_sdk::export_request_policy!(IpRestriction);
 
 #[cfg(test)]
 mod tests {

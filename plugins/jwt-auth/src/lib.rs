@@ -28,4 +28,5 @@ pub mod verifier;
 #[cfg(test)]
 mod testkeys;
 
-sluice_sdk::export_policy!(policy::JwtAuth);
+// No response phase: the `request-policy` world (the gateway skips it on the way back).
+sluice_sdk::export_request_policy!(policy::JwtAuth);

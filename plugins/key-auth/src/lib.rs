@@ -38,7 +38,8 @@ impl Policy for KeyAuth {
     }
 
     fn on_request(&self, req: &Request, ctx: &Context) -> RequestDecision {
-        let Some(key) = self.find_key(req) else {
+        let (key, header_sent) = self.find_key(req);
+        let Some(key) = key else {
             return self.unauthorized("missing API key");
         };
         let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
@@ -56,7 +57,7 @@ impl Policy for KeyAuth {
         ctx.set(context::CONSUMER, &consumer);
         ctx.set(context::CREDENTIAL, &credential_id(&hash));
         if self.config.hide_credentials {
-            self.hide(req)
+            self.hide(req, header_sent)
         } else {
             RequestDecision::Continue
         }
@@ -64,21 +65,24 @@ impl Policy for KeyAuth {
 }
 
 impl KeyAuth {
-    /// The key from the header, else from the query parameter. Blank values count as
-    /// absent.
-    fn find_key(&self, req: &Request) -> Option<String> {
-        let from_header = (!self.config.header.is_empty())
+    /// The key from the header, else from the query parameter (blank values count as
+    /// absent), and whether the request has the header at all (read once, here).
+    fn find_key(&self, req: &Request) -> (Option<String>, bool) {
+        let header = (!self.config.header.is_empty())
             .then(|| req.header(&self.config.header))
-            .flatten()
+            .flatten();
+        let header_sent = header.is_some();
+        let from_header = header
             .and_then(|v| String::from_utf8(v).ok())
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
-        from_header.or_else(|| {
+        let key = from_header.or_else(|| {
             let param = self.config.query_param.as_deref()?;
             req.query_param(param)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
-        })
+        });
+        (key, header_sent)
     }
 
     /// The consumer owning `hash`: the configured consumers first, then the kv store.
@@ -99,10 +103,11 @@ impl KeyAuth {
         Ok(name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()))
     }
 
-    /// Removes the key from the forwarded request.
-    fn hide(&self, req: &Request) -> RequestDecision {
+    /// Removes the key from the forwarded request: the header when it was sent, and the
+    /// query parameter.
+    fn hide(&self, req: &Request, header_sent: bool) -> RequestDecision {
         let mut edits = Edits::new();
-        if !self.config.header.is_empty() && req.has_header(&self.config.header) {
+        if header_sent {
             edits = edits.remove_header(self.config.header.as_str());
         }
         if let Some(param) = &self.config.query_param {
@@ -143,7 +148,8 @@ fn credential_id(hash: &[u8; 32]) -> String {
     format!("apikey:{}", hex(&hash[..8]))
 }
 
-sluice_sdk::export_policy!(KeyAuth);
+// No response phase: the `request-policy` world (the gateway skips it on the way back).
+sluice_sdk::export_request_policy!(KeyAuth);
 
 #[cfg(test)]
 mod tests {

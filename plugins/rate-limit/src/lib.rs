@@ -16,11 +16,10 @@ use sluice_sdk::{
     Context, Policy, Request, RequestDecision, Response, ResponseDecision, ResponseEdits, context,
 };
 
-/// Context attributes carrying the most restrictive verdict of the request, shared by
-/// every `rate-limit` instance of the pipeline and read back in `on_response`.
-const ATTR_LIMIT: &str = "rate-limit.limit";
-const ATTR_REMAINING: &str = "rate-limit.remaining";
-const ATTR_RESET: &str = "rate-limit.reset";
+/// The context attribute carrying the most restrictive verdict of the request, shared by
+/// every `rate-limit` instance of the pipeline and read back in `on_response`:
+/// `<limit> <remaining> <reset seconds>` (one attribute, so one host call each way).
+const ATTR_VERDICT: &str = "rate-limit.verdict";
 
 /// Key values longer than this are hashed, to keep the host's keys short.
 const MAX_RAW_KEY_BYTES: usize = 128;
@@ -74,11 +73,13 @@ impl Policy for RateLimit {
         if !self.settings.headers {
             return ResponseDecision::Continue;
         }
-        let (Some(limit), Some(remaining), Some(reset)) = (
-            ctx.get(ATTR_LIMIT),
-            ctx.get(ATTR_REMAINING),
-            ctx.get(ATTR_RESET),
-        ) else {
+        let Some(verdict) = ctx.get(ATTR_VERDICT) else {
+            return ResponseDecision::Continue;
+        };
+        let mut fields = verdict.split(' ');
+        let (Some(limit), Some(remaining), Some(reset), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             return ResponseDecision::Continue;
         };
         ResponseEdits::new()
@@ -137,13 +138,12 @@ impl RateLimit {
 /// one (fewer requests remaining), so that the response advertises the tightest limit.
 fn remember(ctx: &Context, v: &Verdict) {
     let tighter_known = ctx
-        .get(ATTR_REMAINING)
-        .and_then(|r| r.parse::<u32>().ok())
+        .get(ATTR_VERDICT)
+        .and_then(|known| known.split(' ').nth(1)?.parse::<u32>().ok())
         .is_some_and(|r| r < v.remaining);
     if !tighter_known {
-        ctx.set(ATTR_LIMIT, &v.limit.to_string());
-        ctx.set(ATTR_REMAINING, &v.remaining.to_string());
-        ctx.set(ATTR_RESET, &v.reset_secs().to_string());
+        let verdict = format!("{} {} {}", v.limit, v.remaining, v.reset_secs());
+        ctx.set(ATTR_VERDICT, &verdict);
     }
 }
 

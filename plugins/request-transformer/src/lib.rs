@@ -101,7 +101,8 @@ impl RequestTransformer {
     }
 }
 
-sluice_sdk::export_policy!(RequestTransformer);
+// No response phase: the `request-policy` world (the gateway skips it on the way back).
+sluice_sdk::export_request_policy!(RequestTransformer);
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,30 @@ pub mod body_bindings {
     });
 }
 
+/// The generated bindings of the `request-policy` world: only its exports (`init` and
+/// `on-request`; no response phase). Every interface is mapped onto [`bindings`]. The export
+/// glue is emitted by [`crate::export_request_policy!`].
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod request_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/policy.wit",
+        world: "request-policy",
+        pub_export_macro: true,
+        export_macro_name: "__sluice_export_request_bindings",
+        default_bindings_module: "sluice_sdk::__private::request_bindings",
+        runtime_path: "sluice_sdk::__private::wit_bindgen::rt",
+        with: {
+            "sluice:policy/types@0.1.0": crate::host::wasm::bindings::sluice::policy::types,
+            "sluice:policy/log@0.1.0": crate::host::wasm::bindings::sluice::policy::log,
+            "sluice:policy/clock@0.1.0": crate::host::wasm::bindings::sluice::policy::clock,
+            "sluice:policy/kv@0.1.0": crate::host::wasm::bindings::sluice::policy::kv,
+            "sluice:policy/rate-limit@0.1.0": crate::host::wasm::bindings::sluice::policy::rate_limit,
+            "sluice:policy/analytics@0.1.0": crate::host::wasm::bindings::sluice::policy::analytics,
+            "sluice:policy/outbound-http@0.1.0": crate::host::wasm::bindings::sluice::policy::outbound_http,
+        },
+    });
+}
+
 use bindings::sluice::policy as wit;
 
 pub(crate) type RawRequest = wit::types::RequestHead;
