@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, Method};
 use wasmtime::component::Resource;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
@@ -157,15 +157,13 @@ impl HostState {
     }
 }
 
+// Lookups by `&str` (case-insensitive; an invalid name finds nothing) parse the name on
+// the stack: no `HeaderName` is allocated per host call.
 fn first(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
-    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
     headers.get(name).map(|v| v.as_bytes().to_vec())
 }
 
 fn all(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
-    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-        return Vec::new();
-    };
     headers
         .get_all(name)
         .iter()
@@ -207,17 +205,7 @@ impl types::HostRequestHead for HostState {
         _: Resource<RequestHeadRes>,
         name: String,
     ) -> wasmtime::Result<Vec<Vec<u8>>> {
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            return Ok(Vec::new());
-        };
-        Ok(self
-            .call
-            .req
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.as_bytes().to_vec())
-            .collect())
+        Ok(all(&self.call.req.headers, &name))
     }
     fn header_names(&mut self, _: Resource<RequestHeadRes>) -> wasmtime::Result<Vec<String>> {
         Ok(names(&self.call.req.headers))
@@ -472,5 +460,24 @@ impl outbound_http::Host for HostState {
         let response = self.caps.outbound.get(&url, headers).await;
         self.cpu.io_wait += started.elapsed();
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lookups_ignore_case_and_find_nothing_for_invalid_names() {
+        let mut h = HeaderMap::new();
+        h.append("x-api-key", "k1".parse().unwrap());
+        h.append("x-api-key", "k2".parse().unwrap());
+        assert_eq!(first(&h, "X-Api-KEY"), Some(b"k1".to_vec()));
+        assert_eq!(all(&h, "x-API-key"), vec![b"k1".to_vec(), b"k2".to_vec()]);
+        assert_eq!(first(&h, "x-other"), None);
+        for invalid in ["", "bad name", "x-api-key\n", "é"] {
+            assert_eq!(first(&h, invalid), None);
+            assert!(all(&h, invalid).is_empty());
+        }
     }
 }

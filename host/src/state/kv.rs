@@ -127,9 +127,9 @@ impl Kv {
         self.redis.is_some()
     }
 
-    /// The live value at `key`, when it can be read without waiting on I/O (the embedded
-    /// store: a read transaction on its memory-resident pages); `None` when the namespace
-    /// lives in Redis (use [`Kv::get`]).
+    /// The live value at `key`, when it can be read without waiting on network I/O (the
+    /// embedded store: one redb read transaction, as in [`Kv::get`]); `None` when the
+    /// namespace lives in Redis (use [`Kv::get`]).
     pub fn get_now(&self, key: &str) -> Option<Result<Option<Vec<u8>>, KvError>> {
         self.redis
             .is_none()
