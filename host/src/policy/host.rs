@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method};
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, WasmList, WasmStr};
+use wasmtime::{AsContext, StoreContextMut};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use super::bindings::sluice::policy::{
-    analytics, clock, kv, log, outbound_http, rate_limit, types,
-};
+use super::bindings::sluice::policy::{clock, kv, log, outbound_http, rate_limit, types};
 use super::capabilities::Capabilities;
 use super::wasi::WasiState;
 
@@ -443,11 +442,27 @@ impl HostState {
     }
 }
 
-impl analytics::Host for HostState {
-    fn emit(&mut self, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
-        self.caps.analytics.record(&self.caps.plugin, fields);
-        Ok(())
-    }
+/// `analytics.emit`, linked by hand (`instance::linker`) rather than through the generated
+/// trait: the fields are read in place from the guest's memory (no `String` per name and
+/// value), and only the first [`MAX_FIELDS`](crate::telemetry::analytics::MAX_FIELDS) of a
+/// list are read at all.
+pub(super) fn analytics_emit(
+    mut cx: StoreContextMut<'_, HostState>,
+    fields: WasmList<(WasmStr, WasmStr)>,
+) -> wasmtime::Result<()> {
+    use crate::telemetry::analytics::MAX_FIELDS;
+    let raw = fields
+        .iter(&mut cx)?
+        .take(MAX_FIELDS)
+        .collect::<wasmtime::Result<Vec<_>>>()?;
+    let store = cx.as_context();
+    let pairs = raw
+        .iter()
+        .map(|(k, v)| Ok((k.to_str(&store)?, v.to_str(&store)?)))
+        .collect::<wasmtime::Result<Vec<_>>>()?;
+    let caps = &store.data().caps;
+    caps.analytics.record(&caps.plugin, &pairs);
+    Ok(())
 }
 
 impl outbound_http::Host for HostState {

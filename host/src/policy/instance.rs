@@ -10,14 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{
-    ComponentExportIndex, HasSelf, InstancePre, Linker, Resource, TypedFunc,
+    ComponentExportIndex, HasSelf, InstancePre, Linker, Resource, TypedFunc, WasmList, WasmStr,
 };
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::PolicyError;
-use super::bindings::sluice::policy::{
-    analytics, clock, kv, log, outbound_http, rate_limit, types,
-};
+use super::bindings::sluice::policy::{clock, kv, log, outbound_http, rate_limit, types};
 use super::bindings::{Exports, World};
 use super::capabilities::{Capabilities, Capability, Grants};
 use super::engine::{EPOCH_TICK, PolicyRuntime, Ticker};
@@ -161,7 +159,16 @@ fn linker(
         rate_limit::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
     }
     if grants.has(Capability::Analytics) {
-        analytics::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
+        l.instance(&format!(
+            "{}@{WIT_VERSION}",
+            Capability::Analytics.interface()
+        ))
+        .and_then(|mut i| {
+            i.func_wrap("emit", |cx, (fields,): (WasmList<(WasmStr, WasmStr)>,)| {
+                super::host::analytics_emit(cx, fields)
+            })
+        })
+        .map_err(e)?;
     }
     if grants.has(Capability::OutboundHttp) {
         outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;

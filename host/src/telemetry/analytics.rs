@@ -65,7 +65,7 @@ pub struct AnalyticsSink {
 }
 
 /// Most fields kept per event.
-const MAX_FIELDS: usize = 32;
+pub const MAX_FIELDS: usize = 32;
 /// Longest field name or value kept.
 const MAX_FIELD_BYTES: usize = 1024;
 
@@ -84,14 +84,16 @@ impl AnalyticsSink {
     /// Records one event from `plugin`. Only the first [`MAX_FIELDS`] fields count, and
     /// only those whose name and value fit [`MAX_FIELD_BYTES`]; of a name given twice, the
     /// last value counts.
-    pub fn record(&self, plugin: &str, fields: Vec<(String, String)>) {
-        let fits =
-            |(k, v): &(String, String)| k.len() <= MAX_FIELD_BYTES && v.len() <= MAX_FIELD_BYTES;
-        let kept = || fields.iter().take(MAX_FIELDS).filter(|f| fits(f));
+    /// The fields are borrowed (the host reads them in place from the guest's memory).
+    pub fn record<S: AsRef<str>>(&self, plugin: &str, fields: &[(S, S)]) {
+        let fits = |(k, v): &&(S, S)| {
+            k.as_ref().len() <= MAX_FIELD_BYTES && v.as_ref().len() <= MAX_FIELD_BYTES
+        };
+        let kept = || fields.iter().take(MAX_FIELDS).filter(fits);
         let field = |name: &str| {
             kept()
-                .rfind(|(k, _)| k == name)
-                .map_or("", |(_, v)| v.as_str())
+                .rfind(|(k, _)| k.as_ref() == name)
+                .map_or("", |(_, v)| v.as_ref())
         };
         let num = |name: &str| field(name).parse::<u64>().unwrap_or(0);
         // Read the fields before taking the lock: other workers wait on it.
@@ -104,8 +106,8 @@ impl AnalyticsSink {
         if self.file.enabled() {
             let mut obj = serde_json::Map::new();
             obj.insert("plugin".into(), plugin.into());
-            for (k, v) in fields.into_iter().take(MAX_FIELDS).filter(fits) {
-                obj.insert(k, serde_json::Value::String(v));
+            for (k, v) in kept() {
+                obj.insert(k.as_ref().into(), v.as_ref().into());
             }
             self.file.write_value(&serde_json::Value::Object(obj));
         }
@@ -154,10 +156,10 @@ mod tests {
                 ("response_bytes", "10"),
             ])
         };
-        sink.record("analytics", ev("b", "alice", "200", "5"));
-        sink.record("analytics", ev("a", "bob", "429", "1"));
-        sink.record("analytics", ev("b", "alice", "200", "7"));
-        sink.record("analytics", ev("a", "alice", "200", "x"));
+        sink.record("analytics", &ev("b", "alice", "200", "5"));
+        sink.record("analytics", &ev("a", "bob", "429", "1"));
+        sink.record("analytics", &ev("b", "alice", "200", "7"));
+        sink.record("analytics", &ev("a", "alice", "200", "x"));
         let rows = sink.snapshot();
         let rows = rows.as_array().unwrap();
         let keys: Vec<_> = rows
@@ -185,7 +187,7 @@ mod tests {
         let long = "r".repeat(MAX_FIELD_BYTES + 1);
         sink.record(
             "analytics",
-            event(&[
+            &event(&[
                 ("route", "first"),
                 ("route", "second"),
                 ("route", &long),
@@ -205,7 +207,7 @@ mod tests {
             .map(|i| (format!("f{i}"), "v".to_string()))
             .collect();
         fields.push(("route".into(), "late".into()));
-        sink.record("analytics", fields);
+        sink.record("analytics", &fields);
         assert_eq!(sink.snapshot()[0]["route"], "");
     }
 }
