@@ -3,9 +3,7 @@
 
 use super::host::{ContextRes, HostState, RequestHeadRes, ResponseHeadRes};
 use wasmtime::AsContextMut;
-use wasmtime::component::{
-    ComponentNamedList, Func, Instance, InstancePre, Lift, Lower, Resource, TypedFunc,
-};
+use wasmtime::component::{Func, Instance, InstancePre, Resource, TypedFunc};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -107,16 +105,13 @@ impl World {
 }
 
 /// The type-checked exports of one instance. `on-response` is absent in the
-/// `request-policy` world: calling it then continues without entering the instance.
+/// `request-policy` world.
 ///
-/// The `_sync` calls run on the calling thread's stack, without a fiber: only for
-/// components that import no async host function (see `PolicyInstance`), where wasmtime
-/// allows synchronous calls. A fiber costs a stack from the pool and two context switches
-/// per call; a policy that imports nothing async does not need one. The CPU deadline (epoch
-/// interruption) applies the same way. (Which functions are async is said twice: in the
-/// `imports` above, with the synchronous replacements in `instance::linker`, and in
-/// `instance::SyncIo::waits`; a mismatch makes wasmtime refuse the synchronous call, it
-/// cannot go unnoticed.)
+/// `PolicyInstance` calls them on the caller's stack (without a fiber) when the component
+/// imports no async host function, where wasmtime allows synchronous calls, and on a fiber
+/// otherwise. (Which functions are async is said twice: in the `imports` above, with the
+/// synchronous replacements in `instance::linker`, and in `instance::SyncIo::waits`; a
+/// mismatch makes wasmtime refuse the synchronous call, it cannot go unnoticed.)
 #[derive(Clone, Copy)]
 pub struct Exports {
     init: Func,
@@ -124,97 +119,32 @@ pub struct Exports {
     on_response: Option<Func>,
 }
 
-type RequestArgs = (Resource<RequestHeadRes>, Resource<ContextRes>);
-type ResponseArgs = (
+/// The arguments of `on-request`.
+pub type RequestArgs = (Resource<RequestHeadRes>, Resource<ContextRes>);
+/// The arguments of `on-response`.
+pub type ResponseArgs = (
     Resource<RequestHeadRes>,
     Resource<ResponseHeadRes>,
     Resource<ContextRes>,
 );
 
-// SAFETY (every call below): `World::load` type-checked each export against its world's
-// signature, which is the one each call uses.
+// SAFETY (every conversion below): `World::load` type-checked each export against its
+// world's signature, which is the one each typed function has.
 #[allow(unsafe_code)]
 impl Exports {
-    /// `init`, on the caller's stack.
-    pub(super) fn init_sync(
-        &self,
-        store: impl AsContextMut,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        unsafe { typed::<(&str,), _>(self.init) }
-            .call(store, (config,))
-            .map(|(r,)| r)
+    /// `init`.
+    pub(super) fn init<'a>(&self) -> TypedFunc<(&'a str,), (Result<(), String>,)> {
+        unsafe { TypedFunc::new_unchecked(self.init) }
     }
 
-    /// `init`, on a fiber.
-    pub(super) async fn init_async(
-        &self,
-        store: impl AsContextMut<Data: Send>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let f = unsafe { typed::<(&str,), _>(self.init) };
-        f.call_async(store, (config,)).await.map(|(r,)| r)
+    /// `on-request`.
+    pub(super) fn on_request(&self) -> TypedFunc<RequestArgs, (RequestDecision,)> {
+        unsafe { TypedFunc::new_unchecked(self.on_request) }
     }
 
-    /// `on-request`, on the caller's stack.
-    pub(super) fn on_request_sync(
-        &self,
-        store: impl AsContextMut,
-        args: RequestArgs,
-    ) -> wasmtime::Result<RequestDecision> {
-        unsafe { typed::<RequestArgs, _>(self.on_request) }
-            .call(store, args)
-            .map(|(r,)| r)
+    /// `on-response`, absent in the `request-policy` world.
+    pub(super) fn on_response(&self) -> Option<TypedFunc<ResponseArgs, (ResponseDecision,)>> {
+        self.on_response
+            .map(|f| unsafe { TypedFunc::new_unchecked(f) })
     }
-
-    /// `on-request`, on a fiber.
-    pub(super) async fn on_request_async(
-        &self,
-        store: impl AsContextMut<Data: Send>,
-        args: RequestArgs,
-    ) -> wasmtime::Result<RequestDecision> {
-        let f = unsafe { typed::<RequestArgs, _>(self.on_request) };
-        f.call_async(store, args).await.map(|(r,)| r)
-    }
-
-    /// `on-response`, on the caller's stack.
-    pub(super) fn on_response_sync(
-        &self,
-        store: impl AsContextMut,
-        args: ResponseArgs,
-    ) -> wasmtime::Result<ResponseDecision> {
-        let Some(func) = self.on_response else {
-            return Ok(ResponseDecision::Continue);
-        };
-        unsafe { typed::<ResponseArgs, _>(func) }
-            .call(store, args)
-            .map(|(r,)| r)
-    }
-
-    /// `on-response`, on a fiber.
-    pub(super) async fn on_response_async(
-        &self,
-        store: impl AsContextMut<Data: Send>,
-        args: ResponseArgs,
-    ) -> wasmtime::Result<ResponseDecision> {
-        let Some(func) = self.on_response else {
-            return Ok(ResponseDecision::Continue);
-        };
-        let f = unsafe { typed::<ResponseArgs, _>(func) };
-        f.call_async(store, args).await.map(|(r,)| r)
-    }
-}
-
-/// `func` as a typed function taking `P` and returning one `R`.
-///
-/// # Safety
-/// `func` must have been type-checked as taking `P` and returning one `R`.
-#[allow(unsafe_code)]
-unsafe fn typed<P, R>(func: Func) -> TypedFunc<P, (R,)>
-where
-    P: ComponentNamedList + Lower,
-    (R,): ComponentNamedList + Lift,
-{
-    // SAFETY: the caller's contract.
-    unsafe { TypedFunc::new_unchecked(func) }
 }

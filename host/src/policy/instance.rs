@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{
-    ComponentExportIndex, HasSelf, InstancePre, Linker, Resource, TypedFunc, WasmList, WasmStr,
+    ComponentExportIndex, ComponentNamedList, HasSelf, InstancePre, Lift, Linker, Lower, Resource,
+    TypedFunc, WasmList, WasmStr,
 };
 use wasmtime::{Engine, Store, UpdateDeadline};
 
@@ -451,17 +452,11 @@ impl PolicyInstance {
                 None => None,
             };
         self.arm(&mut store);
-        let init = if self.sync {
-            exports.init_sync(&mut store, &self.config_json)
-        } else {
-            tokio::time::timeout(
-                self.limits.wall,
-                exports.init_async(&mut store, &self.config_json),
-            )
+        let init = self
+            .call(&mut store, exports.init(), (self.config_json.as_str(),))
             .await
             .map_err(|_| PolicyError::Timeout)?
-        }
-        .map_err(|e| PolicyError::trap("init", e))?;
+            .map_err(|e| PolicyError::trap("init", e))?;
         init.map_err(PolicyError::init)?;
         Ok(Warm {
             store,
@@ -488,6 +483,26 @@ impl PolicyInstance {
                 pool.push(w);
             }
         }
+    }
+
+    /// Calls `f` with `args`: on the caller's stack for a fiber-less policy, else on a fiber
+    /// bounded by the wall-clock deadline (`Err` when it passes).
+    async fn call<P, R>(
+        &self,
+        store: &mut Store<HostState>,
+        f: TypedFunc<P, (R,)>,
+        args: P,
+    ) -> Result<wasmtime::Result<R>, tokio::time::error::Elapsed>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        (R,): ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        if self.sync {
+            return Ok(f.call(store, args).map(|(r,)| r));
+        }
+        tokio::time::timeout(self.limits.wall, f.call_async(store, args))
+            .await
+            .map(|r| r.map(|(r,)| r))
     }
 
     /// Takes an instance and moves `data` into its store for one call.
@@ -522,12 +537,9 @@ impl PolicyInstance {
         let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
         let (req, ctx) = (Resource::new_borrow(0), Resource::new_borrow(0));
-        let r = if self.sync {
-            Ok(w.exports.on_request_sync(&mut w.store, (req, ctx)))
-        } else {
-            let call = w.exports.on_request_async(&mut w.store, (req, ctx));
-            tokio::time::timeout(self.limits.wall, call).await
-        };
+        let r = self
+            .call(&mut w.store, w.exports.on_request(), (req, ctx))
+            .await;
         self.finish(w, data, "on-request", r)
     }
 
@@ -548,12 +560,8 @@ impl PolicyInstance {
             );
         };
         let args = (Resource::new_borrow(0), Resource::new_borrow(0), body);
-        let r = if self.sync {
-            Ok(f.call(&mut w.store, args))
-        } else {
-            tokio::time::timeout(self.limits.wall, f.call_async(&mut w.store, args)).await
-        };
-        self.finish(w, data, "on-request-body", r.map(|x| x.map(|(d,)| d)))
+        let r = self.call(&mut w.store, f, args).await;
+        self.finish(w, data, "on-request-body", r)
     }
 
     /// Calls `on-response` (a `request-policy` component has none: it continues without
@@ -567,11 +575,10 @@ impl PolicyInstance {
         let req = Resource::<RequestHeadRes>::new_borrow(0);
         let resp = Resource::<ResponseHeadRes>::new_borrow(0);
         let ctx = Resource::<ContextRes>::new_borrow(0);
-        let r = if self.sync {
-            Ok(w.exports.on_response_sync(&mut w.store, (req, resp, ctx)))
-        } else {
-            let call = w.exports.on_response_async(&mut w.store, (req, resp, ctx));
-            tokio::time::timeout(self.limits.wall, call).await
+        let r = match w.exports.on_response() {
+            Some(f) => self.call(&mut w.store, f, (req, resp, ctx)).await,
+            // Unreachable: `request-policy` components return above.
+            None => Ok(Ok(ResponseDecision::Continue)),
         };
         self.finish(w, data, "on-response", r)
     }
