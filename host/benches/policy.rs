@@ -4,8 +4,9 @@
 //! phases in reverse), pooled, per request. Build the plugins first (`just plugins`).
 //! Run: `cargo bench -p sluice --bench policy`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -13,11 +14,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use http::{HeaderMap, HeaderValue, Method};
-use sluice::config::PolicySettings;
-use sluice::policy::{
-    CallData, CallLimits, Capabilities, Capability, Grants, InstanceMode, Outbound, PolicyEnv,
-    PolicyInstance, RequestDecision, RequestView,
-};
+use sluice::config::KeyPath;
+use sluice::policy::{CallData, PolicyEnv, PolicyInstance, RequestDecision, RequestView};
+use sluice::snapshot::pipeline::{compile_pipeline, compile_plugins};
 
 fn plugin_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,50 +64,76 @@ fn request() -> CallData {
     }
 }
 
-/// One policy of `plugin` (file `file.wasm`) with `grants` and the JSON `config`.
-fn instance(
-    rt: &tokio::runtime::Runtime,
-    env: &PolicyEnv,
-    file: &str,
-    grants: &[Capability],
-    config: &str,
-    mode: InstanceMode,
-) -> PolicyInstance {
-    let bytes = std::fs::read(plugin_path(file)).expect("build the plugins first: just plugins");
-    let runtime = env.runtime().unwrap();
-    let (component, _) = runtime.compile(&bytes).unwrap();
-    let policy: sluice::config::PolicyRef = toml::from_str("plugin = \"bench\"").unwrap();
-    let caps = Arc::new(Capabilities {
-        plugin: "bench".into(),
-        epoch: Instant::now(),
-        kv: env.kv("bench", &policy).unwrap(),
-        limiter: env.limiter("bench", &policy).unwrap(),
-        analytics: env.analytics.clone(),
-        outbound: Outbound::new(Vec::new(), None),
-    });
-    let limits = CallLimits {
-        max_memory: 16 << 20,
-        cpu: Duration::from_millis(20),
-        wall: Duration::from_secs(2),
-        recycle_after: u32::MAX,
+/// The bench configuration: the demo pipeline's plugins with the grants `gateway.toml`
+/// gives them (and the no-op, granted nothing), and one route per case. Pooled instances
+/// are never recycled during a measurement.
+fn config() -> sluice::config::Config {
+    let plugin = |name: &str, file: &str, grants: &str| {
+        format!(
+            "[plugins.{name}]\npath = {:?}\ngrants = {grants}\nrecycle_after = 4294967295\n\n",
+            plugin_path(file).display().to_string()
+        )
     };
-    rt.block_on(PolicyInstance::new(
-        &runtime,
-        "bench".into(),
-        file.into(),
-        &component,
-        Grants::of(grants),
-        config.into(),
-        caps,
-        mode,
-        limits,
-    ))
-    .unwrap()
+    let route = |name: &str, policies: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/\"\nrespond = \"echo\"\n{policies}\n"
+        )
+    };
+    let src = [
+        plugin("noop", "noop", "[]"),
+        plugin("analytics", "analytics", r#"["analytics", "clock"]"#),
+        plugin("key-auth", "key_auth", r#"["kv", "log"]"#),
+        plugin("rate-limit", "rate_limit", r#"["rate-limit"]"#),
+        route("noop_pooled", "[[routes.policies]]\nplugin = \"noop\"\n"),
+        route(
+            "noop_isolated",
+            "[[routes.policies]]\nplugin = \"noop\"\nmode = \"isolated\"\n",
+        ),
+        route(
+            "demo_pipeline_pooled",
+            &format!(
+                "[[routes.policies]]\nplugin = \"analytics\"\n\
+                 [[routes.policies]]\nplugin = \"key-auth\"\n\
+                 config = {{ header = \"x-api-key\", consumers = [{{ name = \"bench\", key_sha256 = \"{KEY_SHA256}\" }}] }}\n\
+                 [[routes.policies]]\nplugin = \"rate-limit\"\n\
+                 config = {{ requests = 10000000, window = \"1s\", key = \"consumer\" }}\n"
+            ),
+        ),
+    ]
+    .concat();
+    sluice::config::load_str(&src, "bench.toml".into(), ".".into())
+        .expect("bench configuration")
+        .config
 }
 
-fn env() -> Arc<PolicyEnv> {
+/// The policies of each route of [`config`], built by the gateway's pipeline compiler on
+/// an in-memory embedded store, by route name.
+fn pipelines(rt: &tokio::runtime::Runtime) -> HashMap<String, Vec<Arc<PolicyInstance>>> {
+    let config = config();
     let store = sluice::state::Store::in_memory(None, None, Default::default()).unwrap();
-    PolicyEnv::new(&PolicySettings::default(), Arc::new(store), None).unwrap()
+    let env = PolicyEnv::new(&config.policy, Arc::new(store), None).unwrap();
+    let mut issues = Vec::new();
+    let plugins = compile_plugins(&config, &env, &mut issues);
+    let mut out = HashMap::new();
+    for r in &config.routes {
+        let steps = rt.block_on(compile_pipeline(
+            &config,
+            r,
+            &KeyPath::default(),
+            &plugins,
+            &env,
+            &mut issues,
+        ));
+        out.insert(
+            r.name.clone(),
+            steps.into_iter().map(|s| s.policy).collect(),
+        );
+    }
+    assert!(
+        issues.is_empty(),
+        "build the plugins first (just plugins): {issues:?}"
+    );
+    out
 }
 
 fn bench(c: &mut Criterion) {
@@ -116,12 +141,9 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let env = env();
-    for (name, mode) in [
-        ("noop_pooled", InstanceMode::Pooled),
-        ("noop_isolated", InstanceMode::Isolated),
-    ] {
-        let inst = instance(&rt, &env, "noop", &[], "{}", mode);
+    let mut pipelines = pipelines(&rt);
+    for name in ["noop_pooled", "noop_isolated"] {
+        let inst = pipelines.remove(name).unwrap().remove(0);
         let mut data = request();
         c.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -135,44 +157,13 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    let steps = pipelines.remove("demo_pipeline_pooled").unwrap();
+    pipeline(c, &rt, &steps);
 }
 
 /// The demo pipeline, per request: three request phases, then three response phases in
 /// reverse order, with the attributes of each request starting empty.
-fn pipeline(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let env = env();
-    let pooled = InstanceMode::Pooled;
-    let consumers = format!(r#"[{{"name":"bench","key_sha256":"{KEY_SHA256}"}}]"#);
-    let steps = [
-        instance(
-            &rt,
-            &env,
-            "analytics",
-            &[Capability::Analytics, Capability::Clock],
-            "{}",
-            pooled,
-        ),
-        instance(
-            &rt,
-            &env,
-            "key_auth",
-            &[Capability::Kv, Capability::Log],
-            &format!(r#"{{"header":"x-api-key","consumers":{consumers}}}"#),
-            pooled,
-        ),
-        instance(
-            &rt,
-            &env,
-            "rate_limit",
-            &[Capability::RateLimit],
-            r#"{"requests":10000000,"window":"1s","key":"consumer"}"#,
-            pooled,
-        ),
-    ];
+fn pipeline(c: &mut Criterion, rt: &tokio::runtime::Runtime, steps: &[Arc<PolicyInstance>]) {
     let template = request();
     c.bench_function("demo_pipeline_pooled", |b| {
         b.iter_custom(|iters| {
@@ -187,7 +178,7 @@ fn pipeline(c: &mut Criterion) {
             rt.block_on(async {
                 let start = Instant::now();
                 for mut data in requests {
-                    for s in &steps {
+                    for s in steps {
                         let d = s.on_request(&mut data).await.unwrap();
                         assert!(
                             !matches!(d, RequestDecision::Respond(_)),
@@ -206,5 +197,5 @@ fn pipeline(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, pipeline);
+criterion_group!(benches, bench);
 criterion_main!(benches);
