@@ -48,6 +48,11 @@ impl Gateway {
 
     /// Starts the gateway; on failure returns its stderr.
     pub fn try_start(config: &str) -> Result<Self, String> {
+        Self::try_start_with_env(config, &[])
+    }
+
+    /// Starts the gateway with extra environment variables; on failure returns its stderr.
+    pub fn try_start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gateway.toml");
         // Every gateway gets its admin API on a random port (tests run in parallel).
@@ -64,6 +69,7 @@ impl Gateway {
             .env("RUST_LOG", "info")
             // Each gateway generates its own admin token (see `admin_token`).
             .env_remove("SLUICE_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

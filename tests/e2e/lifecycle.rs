@@ -160,3 +160,48 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(j["client"], "127.0.0.1");
     assert!(j["duration_us"].is_u64() && j["time"].is_string());
 }
+
+/// A gateway with the no-op policy on its one route.
+fn noop_policy_config() -> String {
+    use crate::policies::{plugin, policy_settings, warm_cache};
+    warm_cache();
+    config(&format!(
+        "{}{}[[routes]]\nname = \"r\"\nrespond = \"echo\"\n[[routes.policies]]\nplugin = \"noop\"\n",
+        policy_settings(),
+        plugin("noop", "noop", "")
+    ))
+}
+
+#[tokio::test]
+async fn wasm_profiler_perfmap_names_the_policies_code_for_perf() {
+    let gw = Gateway::try_start_with_env(
+        &noop_policy_config(),
+        &[("SLUICE_WASM_PROFILER", "perfmap")],
+    )
+    .unwrap();
+    assert_eq!(get(&gw.url("main", "/"), &[]).await.status, 200);
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", gw.pid()));
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    // One `<address> <size> <name>` line per compiled function of the policy.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("0x") && l.split(' ').count() >= 3),
+        "{map:?}: {text:?}"
+    );
+}
+
+#[test]
+fn an_unknown_wasm_profiler_stops_the_gateway_naming_the_variable() {
+    let err = match Gateway::try_start_with_env(
+        &noop_policy_config(),
+        &[("SLUICE_WASM_PROFILER", "vtune")],
+    ) {
+        Ok(_) => panic!("started with SLUICE_WASM_PROFILER=vtune"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("SLUICE_WASM_PROFILER") && err.contains("vtune"),
+        "{err}"
+    );
+}

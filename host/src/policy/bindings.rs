@@ -3,7 +3,7 @@
 
 use super::host::{ContextRes, HostState, RequestHeadRes, ResponseHeadRes};
 use wasmtime::AsContextMut;
-use wasmtime::component::{Func, Instance, InstancePre, Resource, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, Func, Instance, InstancePre, Resource, TypedFunc};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -44,10 +44,15 @@ mod request_world {
         },
     });
 
-    impl RequestPolicy {
-        /// `init` and `on-request`.
-        pub(super) fn funcs(&self) -> (wasmtime::component::Func, wasmtime::component::Func) {
-            (self.init, self.on_request)
+    impl RequestPolicyIndices {
+        /// The export indices of `init` and `on-request`.
+        pub(super) fn indices(
+            &self,
+        ) -> (
+            &wasmtime::component::ComponentExportIndex,
+            &wasmtime::component::ComponentExportIndex,
+        ) {
+            (&self.init, &self.on_request)
         }
     }
 }
@@ -77,26 +82,30 @@ impl World {
         matches!(self, Self::Policy(_))
     }
 
-    /// The exports of `instance`.
+    /// The exports of `instance`. They were type-checked against the world when it was
+    /// resolved ([`World::of`]), so they are looked up by index without checking again
+    /// (a fresh instance per request in the `isolated` mode pays for no type check).
     pub fn load(
         &self,
-        store: impl AsContextMut<Data = HostState>,
+        mut store: impl AsContextMut<Data = HostState>,
         instance: &Instance,
     ) -> wasmtime::Result<Exports> {
+        let mut get = |idx: &ComponentExportIndex| {
+            instance
+                .get_func(&mut store, idx)
+                .ok_or_else(|| wasmtime::format_err!("an export of the world is missing"))
+        };
         Ok(match self {
-            Self::Policy(i) => {
-                let p = i.load(store, instance)?;
-                Exports {
-                    init: p.init,
-                    on_request: p.on_request,
-                    on_response: Some(p.on_response),
-                }
-            }
+            Self::Policy(i) => Exports {
+                init: get(&i.init)?,
+                on_request: get(&i.on_request)?,
+                on_response: Some(get(&i.on_response)?),
+            },
             Self::RequestPolicy(i) => {
-                let (init, on_request) = i.load(store, instance)?.funcs();
+                let (init, on_request) = i.indices();
                 Exports {
-                    init,
-                    on_request,
+                    init: get(init)?,
+                    on_request: get(on_request)?,
                     on_response: None,
                 }
             }
@@ -128,8 +137,9 @@ pub type ResponseArgs = (
     Resource<ContextRes>,
 );
 
-// SAFETY (every conversion below): `World::load` type-checked each export against its
-// world's signature, which is the one each typed function has.
+// SAFETY (every conversion below): `World::of` type-checked each export against its
+// world's signature, which is the one each typed function has, and `World::load` takes
+// them from an instance of that same component.
 #[allow(unsafe_code)]
 impl Exports {
     /// `init`.

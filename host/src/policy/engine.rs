@@ -83,6 +83,27 @@ impl Drop for Ticking<'_> {
     }
 }
 
+/// The environment variable that turns on a profiling agent for the policies' compiled
+/// code: `perfmap` writes `/tmp/perf-<pid>.map`, which lets `perf report` name the
+/// guest functions a profile lands in. Off by default; a diagnostic, not a setting.
+pub const PROFILER_ENV: &str = "SLUICE_WASM_PROFILER";
+
+/// The profiling agent [`PROFILER_ENV`] asks for (`None` when unset or empty).
+fn profiler_from_env() -> Result<Option<wasmtime::ProfilingStrategy>, PolicyError> {
+    parse_profiler(std::env::var(PROFILER_ENV).ok().as_deref())
+}
+
+/// The profiling agent named by a value of [`PROFILER_ENV`].
+fn parse_profiler(value: Option<&str>) -> Result<Option<wasmtime::ProfilingStrategy>, PolicyError> {
+    match value {
+        None | Some("") | Some("none") => Ok(None),
+        Some("perfmap") => Ok(Some(wasmtime::ProfilingStrategy::PerfMap)),
+        Some(other) => Err(PolicyError::Engine(format!(
+            "{PROFILER_ENV}={other:?}: expected `perfmap` or `none`"
+        ))),
+    }
+}
+
 /// The engine and the compiled components, shared by every snapshot.
 pub struct PolicyRuntime {
     engine: Engine,
@@ -121,6 +142,9 @@ impl PolicyRuntime {
             .max_wasm_stack(512 * 1024)
             .async_stack_size(1024 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(p) = profiler_from_env()? {
+            cfg.profiler(p);
+        }
         let engine = Engine::new(&cfg).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let weak = engine.weak();
         let (tx, rx) = std::sync::mpsc::channel::<Arc<Ticker>>();
@@ -262,5 +286,21 @@ mod tests {
         assert!(!wasmparser_is_component(core));
         assert!(wasmparser_is_component(component));
         assert!(!wasmparser_is_component(b"garbage!"));
+    }
+
+    #[test]
+    fn profiler_is_off_unless_perfmap_is_asked_for_and_rejects_unknown_agents() {
+        for off in [None, Some(""), Some("none")] {
+            assert!(parse_profiler(off).unwrap().is_none(), "{off:?}");
+        }
+        assert!(matches!(
+            parse_profiler(Some("perfmap")),
+            Ok(Some(wasmtime::ProfilingStrategy::PerfMap))
+        ));
+        let err = parse_profiler(Some("jitdump")).unwrap_err().to_string();
+        assert!(
+            err.contains("SLUICE_WASM_PROFILER") && err.contains("jitdump"),
+            "{err}"
+        );
     }
 }
