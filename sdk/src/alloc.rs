@@ -1,6 +1,7 @@
 //! The guest's allocator (wasm32 only; opt out with `default-features = false` to bring your
 //! own): [talc] over the unused tail of the module's *initial* linear memory first, and over
-//! pages grown with `memory.grow` only once that is full.
+//! pages grown with `memory.grow` only once that is full; small blocks are recycled through
+//! per-size free lists in front of it ([`crate::size_classes`]).
 //!
 //! Why: Rust's default wasm allocator grows memory on its first allocation, even when the
 //! initial memory has room. For the host, every growth of a fresh instance is an `mprotect`
@@ -19,6 +20,8 @@ use talc::base::Talc;
 use talc::base::binning::Binning;
 use talc::cell::TalcSyncCell;
 use talc::wasm::WasmBinning;
+
+use crate::size_classes::SizeClasses;
 
 const PAGE: usize = 64 * 1024;
 
@@ -77,7 +80,8 @@ fn grow<B: Binning>(
     talc.source.end.map(|_| ()).ok_or(())
 }
 
-/// The global allocator of an SDK-built policy.
+/// The global allocator of an SDK-built policy: free lists of small blocks
+/// ([`crate::size_classes`]) in front of talc.
 #[global_allocator]
-static ALLOCATOR: TalcSyncCell<InitialThenGrow, WasmBinning> =
-    TalcSyncCell::new_wasm(InitialThenGrow { end: None });
+static ALLOCATOR: SizeClasses<TalcSyncCell<InitialThenGrow, WasmBinning>> =
+    SizeClasses::new(TalcSyncCell::new_wasm(InitialThenGrow { end: None }));

@@ -35,6 +35,8 @@ pub mod policy;
 pub mod query;
 pub mod rate_limit;
 pub mod request;
+#[cfg(any(test, all(target_arch = "wasm32", feature = "allocator")))]
+mod size_classes;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
