@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -23,7 +23,7 @@ pub use error::ProxyError;
 use tracked::{Guards, LogCtx, Tracked};
 
 use crate::body::BoxBody;
-use crate::policy::{CallData, RequestView};
+use crate::policy::{Attributes, CallData, RequestView, ResponseView};
 use crate::routing::normalize_host;
 use crate::snapshot::{Action, RouteRuntime, Snapshot};
 use crate::telemetry::{AccessLog, Record, access_log::now_rfc3339};
@@ -48,7 +48,7 @@ pub struct ConnInfo {
 
 /// What the handler learned that the access log reports.
 struct Outcome {
-    route: Option<String>,
+    route: Option<Arc<str>>,
     upstream: Option<String>,
     client: std::net::IpAddr,
 }
@@ -102,7 +102,7 @@ pub async fn handle(
     let (parts, body) = resp.into_parts();
     let log = log.map(|mut l| {
         l.record.status = parts.status.as_u16();
-        l.record.route = outcome.route;
+        l.record.route = outcome.route.as_deref().map(str::to_string);
         l.record.upstream = outcome.upstream;
         l.record.client = outcome.client.to_string();
         l
@@ -172,15 +172,20 @@ async fn route_and_serve(
         return Ok((resp, guards));
     }
     let client = headers::client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
+    // Method, path, query and headers are moved in by the request phase.
     let mut data = CallData {
         req: RequestView {
+            method: Method::GET,
             scheme: conn.scheme,
             authority: host_raw.clone().unwrap_or_default(),
+            path: String::new(),
+            query: None,
+            headers: HeaderMap::new(),
             client_ip: client,
-            route: Arc::from(route.name.as_str()),
-            ..Default::default()
+            route: route.name.clone(),
         },
-        ..Default::default()
+        resp: ResponseView::default(),
+        attrs: Attributes::default(),
     };
     let steps = &route.pipeline;
     let (resp, guards, ran) =

@@ -195,19 +195,26 @@ pub(super) async fn request_phase(
             }
         }
     }
-    // Rebuild the request from the (edited) view.
-    let pq = match &data.req.query {
-        Some(q) => format!("{}?{q}", data.req.path),
-        None => data.req.path.clone(),
+    // Rebuild the request from the (edited) view: the URI only if a policy changed the path
+    // or query; the headers are moved unless a response phase will read them.
+    if data.req.path != parts.uri.path() || data.req.query.as_deref() != parts.uri.query() {
+        let pq = match &data.req.query {
+            Some(q) => format!("{}?{q}", data.req.path),
+            None => data.req.path.clone(),
+        };
+        let mut uri = parts.uri.into_parts();
+        uri.path_and_query = Some(
+            pq.parse()
+                .map_err(|_| ProxyError::BadRequest("a policy produced an invalid path"))?,
+        );
+        parts.uri = Uri::from_parts(uri)
+            .map_err(|_| ProxyError::BadRequest("a policy produced an invalid URI"))?;
+    }
+    parts.headers = if ran.iter().any(|&i| steps[i].policy.has_response_phase()) {
+        data.req.headers.clone()
+    } else {
+        std::mem::take(&mut data.req.headers)
     };
-    let mut uri = parts.uri.into_parts();
-    uri.path_and_query = Some(
-        pq.parse()
-            .map_err(|_| ProxyError::BadRequest("a policy produced an invalid path"))?,
-    );
-    parts.uri = Uri::from_parts(uri)
-        .map_err(|_| ProxyError::BadRequest("a policy produced an invalid URI"))?;
-    parts.headers = data.req.headers.clone();
     if let Some(b) = buffered {
         // A buffered body is sent with a length; a request that had no body stays bodiless.
         let had_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)

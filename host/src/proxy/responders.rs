@@ -38,7 +38,7 @@ pub(super) async fn echo(
         "scheme": conn.scheme,
         "headers": headers,
         "client": client.to_string(),
-        "route": route.name,
+        "route": &*route.name,
         "body": String::from_utf8_lossy(&bytes),
     });
     let mut resp = Response::new(body::full(doc.to_string()));

@@ -40,8 +40,8 @@ pub enum Action {
 
 /// A compiled route.
 pub struct RouteRuntime {
-    /// Route name.
-    pub name: String,
+    /// Route name (shared with each request's policy view and access-log record).
+    pub name: Arc<str>,
     /// Target.
     pub action: Action,
     /// Prefix removed from the forwarded path.
@@ -502,7 +502,7 @@ fn compile_route(
         ));
     }
     Some(RouteRuntime {
-        name: r.name.clone(),
+        name: r.name.as_str().into(),
         action,
         strip_prefix: r.strip_prefix.clone(),
         rewrite_path: r.rewrite_path.clone(),
