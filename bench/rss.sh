@@ -99,9 +99,8 @@ route() { # $1: name, then policy tables
     for p in "$@"; do printf '\n[[routes.policies]]\n%s\n' "$p"; done
 }
 
-base >"$WORK/none.toml"
-{
-    base
+# The demo pipeline of proxy.sh: its 3 plugins and the route `pipeline` using them.
+demo_pipeline() {
     plugin analytics analytics '["analytics", "clock"]'
     plugin key-auth key_auth '["kv", "log"]'
     plugin rate-limit rate_limit '["rate-limit"]'
@@ -110,12 +109,16 @@ base >"$WORK/none.toml"
 config = { header = \"x-api-key\", consumers = [{ name = \"bench\", key_sha256 = \"$KEY_SHA\" }] }" \
         'plugin = "rate-limit"
 config = { requests = 10000000, window = "1s", key = "consumer" }'
+}
+
+base >"$WORK/none.toml"
+{
+    base
+    demo_pipeline
 } >"$WORK/demo.toml"
 {
     base
-    plugin analytics analytics '["analytics", "clock"]'
-    plugin key-auth key_auth '["kv", "log"]'
-    plugin rate-limit rate_limit '["rate-limit"]'
+    demo_pipeline
     plugin jwt-auth jwt_auth '["clock", "log", "kv", "outbound-http"]'
     plugin cors cors '[]'
     plugin ip-restriction ip_restriction '[]'
@@ -123,11 +126,6 @@ config = { requests = 10000000, window = "1s", key = "consumer" }'
     plugin noop noop '[]'
     plugin echo-attrs echo_attrs '[]'
     plugin require-header require_header '["log"]'
-    route pipeline 'plugin = "analytics"' \
-        "plugin = \"key-auth\"
-config = { header = \"x-api-key\", consumers = [{ name = \"bench\", key_sha256 = \"$KEY_SHA\" }] }" \
-        'plugin = "rate-limit"
-config = { requests = 10000000, window = "1s", key = "consumer" }'
     route jwt 'plugin = "jwt-auth"
 config = { issuer = "bench", keys = [{ kid = "k", secret = "0123456789abcdef0123456789abcdef", algorithms = ["HS256"] }] }'
     route cors 'plugin = "cors"
