@@ -34,7 +34,9 @@ pub struct Upstream {
     /// Pooled keep-alive connections idle longer than this are closed. Default: 90s.
     #[serde(default = "default_pool_idle")]
     pub idle_timeout: Dur,
-    /// Idle pooled connections kept per target. Default: 128.
+    /// Idle pooled connections kept per target. Default: 512 (Kong's
+    /// `upstream_keepalive_pool_size`): below that many concurrent requests per target, no
+    /// request opens a connection once the pool is warm.
     #[serde(default = "default_pool_max_idle")]
     pub max_idle_per_target: usize,
     /// Active health checking; absent means none.
@@ -61,7 +63,7 @@ fn default_pool_idle() -> Dur {
     Dur::secs(90)
 }
 fn default_pool_max_idle() -> usize {
-    128
+    512
 }
 
 /// One upstream target.
