@@ -3,6 +3,7 @@
 
 use super::host::{ContextRes, HostState, RequestHeadRes, ResponseHeadRes};
 use wasmtime::AsContextMut;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{ComponentExportIndex, Func, Instance, InstancePre, Resource, TypedFunc};
 
 wasmtime::component::bindgen!({
@@ -59,7 +60,14 @@ mod request_world {
 
 /// The world a component targets, with its exports resolved (once per component, not by
 /// name on every instantiation) and type-checked against it.
-pub enum World {
+pub struct World {
+    indices: Indices,
+    /// `on-request-body`, exported by `body-policy` components only.
+    body: Option<ComponentExportIndex>,
+}
+
+/// The export indices of the world's phases.
+enum Indices {
     /// `policy` (and `body-policy`, a superset): request and response phases.
     Policy(PolicyIndices),
     /// `request-policy`: no response phase.
@@ -70,16 +78,31 @@ impl World {
     /// The world `pre`'s component targets; the error is the `policy` world's (the one
     /// most components target) when it targets none.
     pub fn of(pre: &InstancePre<HostState>) -> wasmtime::Result<Self> {
-        PolicyIndices::new(pre).map(Self::Policy).or_else(|e| {
+        let indices = PolicyIndices::new(pre).map(Indices::Policy).or_else(|e| {
             request_world::RequestPolicyIndices::new(pre)
-                .map(Self::RequestPolicy)
+                .map(Indices::RequestPolicy)
                 .map_err(|_| e)
-        })
+        })?;
+        let body = match pre.component().get_export(None, "on-request-body") {
+            None => None,
+            Some((ComponentItem::ComponentFunc(f), index)) => {
+                f.typecheck::<BodyArgs, (RequestDecision,)>(&pre.instance_type())
+                    .map_err(|e| e.context("type-checking export func `on-request-body`"))?;
+                Some(index)
+            }
+            Some(_) => wasmtime::bail!("export `on-request-body` is not a function"),
+        };
+        Ok(Self { indices, body })
     }
 
     /// Whether components of this world have a response phase.
     pub fn has_response_phase(&self) -> bool {
-        matches!(self, Self::Policy(_))
+        matches!(self.indices, Indices::Policy(_))
+    }
+
+    /// Whether the component exports `on-request-body` (the `body-policy` world).
+    pub fn has_body_phase(&self) -> bool {
+        self.body.is_some()
     }
 
     /// The exports of `instance`. They were type-checked against the world when it was
@@ -95,18 +118,21 @@ impl World {
                 .get_func(&mut store, idx)
                 .ok_or_else(|| wasmtime::format_err!("an export of the world is missing"))
         };
-        Ok(match self {
-            Self::Policy(i) => Exports {
+        let body = self.body.as_ref().map(&mut get).transpose()?;
+        Ok(match &self.indices {
+            Indices::Policy(i) => Exports {
                 init: get(&i.init)?,
                 on_request: get(&i.on_request)?,
                 on_response: Some(get(&i.on_response)?),
+                on_request_body: body,
             },
-            Self::RequestPolicy(i) => {
+            Indices::RequestPolicy(i) => {
                 let (init, on_request) = i.indices();
                 Exports {
                     init: get(init)?,
                     on_request: get(on_request)?,
                     on_response: None,
+                    on_request_body: body,
                 }
             }
         })
@@ -126,6 +152,7 @@ pub struct Exports {
     init: Func,
     on_request: Func,
     on_response: Option<Func>,
+    on_request_body: Option<Func>,
 }
 
 /// The arguments of `on-request`.
@@ -136,6 +163,8 @@ pub type ResponseArgs = (
     Resource<ResponseHeadRes>,
     Resource<ContextRes>,
 );
+/// The arguments of `on-request-body`.
+pub type BodyArgs = (Resource<RequestHeadRes>, Resource<ContextRes>, Vec<u8>);
 
 // SAFETY (every conversion below): `World::of` type-checked each export against its
 // world's signature, which is the one each typed function has, and `World::load` takes
@@ -155,6 +184,12 @@ impl Exports {
     /// `on-response`, absent in the `request-policy` world.
     pub(super) fn on_response(&self) -> Option<TypedFunc<ResponseArgs, (ResponseDecision,)>> {
         self.on_response
+            .map(|f| unsafe { TypedFunc::new_unchecked(f) })
+    }
+
+    /// `on-request-body`, exported by `body-policy` components only.
+    pub(super) fn on_request_body(&self) -> Option<TypedFunc<BodyArgs, (RequestDecision,)>> {
+        self.on_request_body
             .map(|f| unsafe { TypedFunc::new_unchecked(f) })
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{
-    ComponentExportIndex, ComponentNamedList, HasSelf, InstancePre, Lift, Linker, Lower, Resource,
+    ComponentNamedList, HasSelf, InstancePre, Lift, Linker, LinkerInstance, Lower, Resource,
     TypedFunc, WasmList, WasmStr,
 };
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -64,13 +64,9 @@ fn extend_deadline(limits: &CallLimits, cpu: &CpuClock) -> UpdateDeadline {
     UpdateDeadline::Continue((left.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64)
 }
 
-type BodyFunc =
-    TypedFunc<(Resource<RequestHeadRes>, Resource<ContextRes>, Vec<u8>), (RequestDecision,)>;
-
 struct Warm {
     store: Store<HostState>,
     exports: Exports,
-    body: Option<BodyFunc>,
     uses: u32,
 }
 
@@ -160,16 +156,13 @@ fn linker(
         rate_limit::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
     }
     if grants.has(Capability::Analytics) {
-        l.instance(&format!(
-            "{}@{WIT_VERSION}",
-            Capability::Analytics.interface()
-        ))
-        .and_then(|mut i| {
-            i.func_wrap("emit", |cx, (fields,): (WasmList<(WasmStr, WasmStr)>,)| {
-                super::host::analytics_emit(cx, fields)
+        instance_of(&mut l, Capability::Analytics)
+            .and_then(|mut i| {
+                i.func_wrap("emit", |cx, (fields,): (WasmList<(WasmStr, WasmStr)>,)| {
+                    super::host::analytics_emit(cx, fields)
+                })
             })
-        })
-        .map_err(e)?;
+            .map_err(e)?;
     }
     if grants.has(Capability::OutboundHttp) {
         outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
@@ -177,7 +170,7 @@ fn linker(
     // Replace the async definitions `io` allows with synchronous ones.
     l.allow_shadowing(true);
     if grants.has(Capability::Kv) && io.kv_get {
-        l.instance(&format!("{}@{WIT_VERSION}", Capability::Kv.interface()))
+        instance_of(&mut l, Capability::Kv)
             .and_then(|mut i| {
                 i.func_wrap("get", |mut cx, (key,): (String,)| {
                     Ok((HostState::kv_get_now(cx.data_mut(), &key)?,))
@@ -186,24 +179,21 @@ fn linker(
             .map_err(e)?;
     }
     if grants.has(Capability::RateLimit) && io.rate_limit_check {
-        l.instance(&format!(
-            "{}@{WIT_VERSION}",
-            Capability::RateLimit.interface()
-        ))
-        .and_then(|mut i| {
-            i.func_wrap(
-                "check",
-                |mut cx, (key, limit, cost): (String, rate_limit::Limit, u32)| {
-                    Ok((HostState::rate_limit_check_now(
-                        cx.data_mut(),
-                        &key,
-                        limit,
-                        cost,
-                    )?,))
-                },
-            )
-        })
-        .map_err(e)?;
+        instance_of(&mut l, Capability::RateLimit)
+            .and_then(|mut i| {
+                i.func_wrap(
+                    "check",
+                    |mut cx, (key, limit, cost): (String, rate_limit::Limit, u32)| {
+                        Ok((HostState::rate_limit_check_now(
+                            cx.data_mut(),
+                            &key,
+                            limit,
+                            cost,
+                        )?,))
+                    },
+                )
+            })
+            .map_err(e)?;
     }
     l.allow_shadowing(false);
     Ok(l)
@@ -211,6 +201,14 @@ fn linker(
 
 /// The version of the WIT package (`sluice:policy@…`) the host implements.
 const WIT_VERSION: &str = "0.1.0";
+
+/// Capability `c`'s instance in `l`, to define its functions by hand.
+fn instance_of(
+    l: &mut Linker<HostState>,
+    c: Capability,
+) -> wasmtime::Result<LinkerInstance<'_, HostState>> {
+    l.instance(&format!("{}@{WIT_VERSION}", c.interface()))
+}
 
 /// Refuses a component that imports anything not granted (naming the import). `wasi:*`
 /// imports are accepted only for the WASI 0.2 interfaces Sluice links (granting nothing).
@@ -305,8 +303,6 @@ pub struct PolicyInstance {
     /// The component's world, its exports resolved once (not by name on every
     /// instantiation).
     world: World,
-    /// `on-request-body`, for policies that export it.
-    body_export: Option<ComponentExportIndex>,
     /// Whether the component imports WASI (its stores then carry a WASI context).
     wasi: bool,
     /// Whether its WASI clocks are real (the `clock` grant) rather than frozen.
@@ -346,13 +342,11 @@ impl PolicyInstance {
     ) -> Result<Self, PolicyError> {
         let io = SyncIo::of(&caps);
         let (pre, world, wasi) = prepare(runtime, component, grants, io)?;
-        let body_export = component.get_export_index(None, "on-request-body");
         let this = Self {
             label,
             plugin,
             pre,
             world,
-            body_export,
             wasi,
             wasi_clocks: grants.has(Capability::Clock),
             sync: !wasi && !needs_fiber(runtime.engine(), component, io),
@@ -389,7 +383,7 @@ impl PolicyInstance {
 
     /// Whether the policy wants request bodies.
     pub fn wants_body(&self) -> bool {
-        self.body_export.is_some()
+        self.world.has_body_phase()
     }
 
     /// The epoch deadline of one call: the CPU deadline, but never beyond the wall deadline.
@@ -423,14 +417,13 @@ impl PolicyInstance {
         }
         let mut store = Store::new(self.pre.component().engine(), state);
         store.limiter(|s| &mut s.limits);
-        let (limits, sync) = (self.limits, self.sync);
-        store.epoch_deadline_callback(move |ctx| {
-            Ok(if sync {
-                UpdateDeadline::Interrupt
-            } else {
-                extend_deadline(&limits, &ctx.data().cpu)
-            })
-        });
+        if self.sync {
+            // A fiber-less call cannot wait: its deadline is never extended.
+            store.epoch_deadline_trap();
+        } else {
+            let limits = self.limits;
+            store.epoch_deadline_callback(move |ctx| Ok(extend_deadline(&limits, &ctx.data().cpu)));
+        }
         self.arm(&mut store);
         let instance = if self.sync {
             self.pre.instantiate(&mut store)
@@ -444,13 +437,6 @@ impl PolicyInstance {
             .world
             .load(&mut store, &instance)
             .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
-        let body =
-            match &self.body_export {
-                Some(idx) => Some(instance.get_typed_func(&mut store, idx).map_err(|e| {
-                    PolicyError::Invalid(format!("bad on-request-body export: {e:#}"))
-                })?),
-                None => None,
-            };
         self.arm(&mut store);
         let init = self
             .call(&mut store, exports.init(), (self.config_json.as_str(),))
@@ -461,7 +447,6 @@ impl PolicyInstance {
         Ok(Warm {
             store,
             exports,
-            body,
             uses: 0,
         })
     }
@@ -551,7 +536,7 @@ impl PolicyInstance {
     ) -> Result<RequestDecision, PolicyError> {
         let _ticking = self.ticker.enter();
         let mut w = self.begin(data).await?;
-        let Some(f) = w.body else {
+        let Some(f) = w.exports.on_request_body() else {
             return self.finish(
                 w,
                 data,
