@@ -29,7 +29,8 @@ macro_rules! export_policy {
             Guest,
             __sluice_guest_methods,
             bindings,
-            __sluice_export_bindings
+            __sluice_export_bindings,
+            assert_policy
         );
     };
 }
@@ -70,34 +71,14 @@ macro_rules! export_policy {
 #[macro_export]
 macro_rules! export_body_policy {
     ($policy:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        #[allow(unsafe_code)]
-        const _: () = {
-            struct __SluiceExport;
-
-            $crate::__sluice_policy_slot!(__SLUICE_POLICY, $policy);
-
-            impl $crate::__private::BodyGuest for __SluiceExport {
-                $crate::__sluice_guest_methods!(__SLUICE_POLICY, $policy);
-
-                fn on_request_body(
-                    req: &$crate::__private::RawRequest,
-                    ctx: &$crate::__private::RawContext,
-                    body: ::std::vec::Vec<u8>,
-                ) -> $crate::__private::WitRequestDecision {
-                    __SLUICE_POLICY.with(|slot| {
-                        $crate::__private::on_request_body(slot.borrow().as_ref(), req, ctx, &body)
-                    })
-                }
-            }
-
-            $crate::__private::body_bindings::__sluice_export_body_bindings!(
-                __SluiceExport with_types_in $crate::__private::body_bindings
-            );
-        };
-
-        #[cfg(not(target_arch = "wasm32"))]
-        const _: fn() = $crate::__private::assert_body_policy::<$policy>;
+        $crate::__sluice_export!(
+            $policy,
+            BodyGuest,
+            __sluice_body_methods,
+            body_bindings,
+            __sluice_export_body_bindings,
+            assert_body_policy
+        );
     };
 }
 
@@ -138,19 +119,20 @@ macro_rules! export_request_policy {
             RequestGuest,
             __sluice_request_methods,
             request_bindings,
-            __sluice_export_request_bindings
+            __sluice_export_request_bindings,
+            assert_policy
         );
     };
 }
 
 /// The export glue of a world whose exports are exactly `$methods`: the policy slot, the
 /// `$guest` trait of the world's bindings `$bindings` implemented over it, and the
-/// bindings' export macro `$export`. Shared by [`export_policy!`] and
-/// [`export_request_policy!`]. Not a public API.
+/// bindings' export macro `$export`; natively, `$assert` checks the policy's traits.
+/// Shared by every export macro. Not a public API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __sluice_export {
-    ($policy:ty, $guest:ident, $methods:ident, $bindings:ident, $export:ident) => {
+    ($policy:ty, $guest:ident, $methods:ident, $bindings:ident, $export:ident, $assert:ident) => {
         #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code)]
         const _: () = {
@@ -168,12 +150,12 @@ macro_rules! __sluice_export {
         };
 
         #[cfg(not(target_arch = "wasm32"))]
-        const _: fn() = $crate::__private::assert_policy::<$policy>;
+        const _: fn() = $crate::__private::$assert::<$policy>;
     };
 }
 
 /// The instance's policy slot (a thread-local `RefCell<Option<P>>` named `$slot`); shared
-/// by both export macros. Not a public API.
+/// by the export glue ([`__sluice_export!`]). Not a public API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __sluice_policy_slot {
@@ -223,6 +205,26 @@ macro_rules! __sluice_guest_methods {
         ) -> $crate::__private::WitResponseDecision {
             $slot
                 .with(|slot| $crate::__private::on_response(slot.borrow().as_ref(), req, resp, ctx))
+        }
+    };
+}
+
+/// The `body-policy` world's exports over the slot `$slot`: those of the `policy` world
+/// and `on-request-body`. Not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sluice_body_methods {
+    ($slot:ident, $policy:ty) => {
+        $crate::__sluice_guest_methods!($slot, $policy);
+
+        fn on_request_body(
+            req: &$crate::__private::RawRequest,
+            ctx: &$crate::__private::RawContext,
+            body: ::std::vec::Vec<u8>,
+        ) -> $crate::__private::WitRequestDecision {
+            $slot.with(|slot| {
+                $crate::__private::on_request_body(slot.borrow().as_ref(), req, ctx, &body)
+            })
         }
     };
 }
