@@ -76,10 +76,7 @@ impl Policy for RateLimit {
         let Some(verdict) = ctx.get(ATTR_VERDICT) else {
             return ResponseDecision::Continue;
         };
-        let mut fields = verdict.split(' ');
-        let (Some(limit), Some(remaining), Some(reset), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let Some([limit, remaining, reset]) = verdict_fields(&verdict) else {
             return ResponseDecision::Continue;
         };
         ResponseEdits::new()
@@ -134,12 +131,21 @@ impl RateLimit {
     }
 }
 
+/// The `<limit> <remaining> <reset seconds>` of an [`ATTR_VERDICT`] value.
+fn verdict_fields(verdict: &str) -> Option<[&str; 3]> {
+    let mut fields = verdict.split(' ');
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(limit), Some(remaining), Some(reset), None) => Some([limit, remaining, reset]),
+        _ => None,
+    }
+}
+
 /// Keeps the verdict in the context unless an earlier instance left a more restrictive
 /// one (fewer requests remaining), so that the response advertises the tightest limit.
 fn remember(ctx: &Context, v: &Verdict) {
     let tighter_known = ctx
         .get(ATTR_VERDICT)
-        .and_then(|known| known.split(' ').nth(1)?.parse::<u32>().ok())
+        .and_then(|known| verdict_fields(&known)?[1].parse::<u32>().ok())
         .is_some_and(|r| r < v.remaining);
     if !tighter_known {
         let verdict = format!("{} {} {}", v.limit, v.remaining, v.reset_secs());
