@@ -32,6 +32,13 @@ fn cfg(gateway: &str, rest: &str) -> String {
     )
 }
 
+/// Like [`cfg`], with listener `main` accepting prior-knowledge h2c or not.
+fn cfg_h2c(h2c: bool, rest: &str) -> String {
+    format!(
+        "[gateway]\ndrain_timeout = \"5s\"\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nh2c = {h2c}\n\n{rest}"
+    )
+}
+
 /// Upstream `u` at `addr` with one catch-all route `r`, plus `extra` TOML (e.g. `[limits]`).
 fn proxy_to(addr: SocketAddr, extra: &str) -> String {
     format!(
@@ -679,86 +686,101 @@ async fn forwarded_for_from_a_trusted_proxy_is_kept_and_the_peer_appended() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_head_over_max_header_bytes_gets_431_and_is_not_forwarded() {
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&cfg(
-        "",
-        &proxy_to(up.addr, "[limits]\nmax_header_bytes = 8192\n"),
-    ));
-    let mut req = "GET /a HTTP/1.1\r\nHost: x\r\n".to_string();
-    for i in 0..10 {
-        req.push_str(&format!("X-Pad-{i}: {}\r\n", "p".repeat(2000)));
+    // On a plain listener and on one that also accepts prior-knowledge h2c.
+    for h2c in [false, true] {
+        let up = Upstream::named("up").await;
+        let gw = Gateway::start(&cfg_h2c(
+            h2c,
+            &proxy_to(up.addr, "[limits]\nmax_header_bytes = 8192\n"),
+        ));
+        let mut req = "GET /a HTTP/1.1\r\nHost: x\r\n".to_string();
+        for i in 0..10 {
+            req.push_str(&format!("X-Pad-{i}: {}\r\n", "p".repeat(2000)));
+        }
+        req.push_str("\r\n");
+        let reply = raw(gw.addr("main"), req.as_bytes()).await;
+        assert!(reply.closed, "{}", reply.text);
+        assert_eq!(reply.statuses(), vec![431], "{}", reply.text);
+        assert_eq!(up.hits(), 0);
+        // Just under the limit is fine.
+        let r = get(&gw.url("main", "/a"), &[("x-pad", &"p".repeat(7000))]).await;
+        assert_eq!(r.status, 200);
     }
-    req.push_str("\r\n");
-    let reply = raw(gw.addr("main"), req.as_bytes()).await;
-    assert!(reply.closed, "{}", reply.text);
-    assert_eq!(reply.statuses(), vec![431], "{}", reply.text);
-    assert_eq!(up.hits(), 0);
-    // Just under the limit is fine.
-    let r = get(&gw.url("main", "/a"), &[("x-pad", &"p".repeat(7000))]).await;
-    assert_eq!(r.status, 200);
 }
 
 /// A head that follows a body in the same read lands in a read buffer that has already
 /// grown; bounded by `max_buf_size` alone, a 20 KB head then got through a 16 KiB limit.
 #[tokio::test(flavor = "multi_thread")]
 async fn request_head_over_max_header_bytes_is_refused_when_it_follows_a_body() {
-    let (up, _got) = reading_upstream().await;
-    let gw = Gateway::start(&cfg(
-        "",
-        &proxy_to(up.addr, "[limits]\nmax_header_bytes = 16384\n"),
-    ));
-    let body = vec![b'b'; 10_000];
-    let mut req = format!(
-        "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&body);
-    req.extend_from_slice(
-        format!(
-            "GET /a HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
-            "p".repeat(20_000)
+    // On a plain listener and on one that also accepts prior-knowledge h2c.
+    for h2c in [false, true] {
+        let (up, _got) = reading_upstream().await;
+        let gw = Gateway::start(&cfg_h2c(
+            h2c,
+            &proxy_to(up.addr, "[limits]\nmax_header_bytes = 16384\n"),
+        ));
+        let body = vec![b'b'; 10_000];
+        let mut req = format!(
+            "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
         )
-        .as_bytes(),
-    );
-    let reply = raw(gw.addr("main"), &req).await;
-    assert!(reply.closed, "{}", reply.text);
-    assert_eq!(reply.statuses(), vec![200, 431], "{}", reply.text);
-    let uris: Vec<_> = up.seen().into_iter().map(|s| s.uri).collect();
-    assert_eq!(uris, vec!["/big"]);
+        .into_bytes();
+        req.extend_from_slice(&body);
+        req.extend_from_slice(
+            format!(
+                "GET /a HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+                "p".repeat(20_000)
+            )
+            .as_bytes(),
+        );
+        let reply = raw(gw.addr("main"), &req).await;
+        assert!(reply.closed, "{}", reply.text);
+        assert_eq!(reply.statuses(), vec![200, 431], "{}", reply.text);
+        let uris: Vec<_> = up.seen().into_iter().map(|s| s.uri).collect();
+        assert_eq!(uris, vec!["/big"]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn more_headers_than_max_headers_gets_431_and_is_not_forwarded() {
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&cfg("", &proxy_to(up.addr, "[limits]\nmax_headers = 20\n")));
-    let request = |n: usize| {
-        let mut req = "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_string();
-        for i in 0..n - 2 {
-            req.push_str(&format!("X-H{i}: v\r\n"));
-        }
-        req + "\r\n"
-    };
-    let reply = raw(gw.addr("main"), request(21).as_bytes()).await;
-    assert!(reply.closed);
-    assert_eq!(reply.statuses(), vec![431], "{}", reply.text);
-    assert_eq!(up.hits(), 0);
-    let reply = raw(gw.addr("main"), request(20).as_bytes()).await;
-    assert_eq!(reply.statuses(), vec![200], "{}", reply.text);
+    // On a plain listener and on one that also accepts prior-knowledge h2c.
+    for h2c in [false, true] {
+        let up = Upstream::named("up").await;
+        let gw = Gateway::start(&cfg_h2c(
+            h2c,
+            &proxy_to(up.addr, "[limits]\nmax_headers = 20\n"),
+        ));
+        let request = |n: usize| {
+            let mut req = "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_string();
+            for i in 0..n - 2 {
+                req.push_str(&format!("X-H{i}: v\r\n"));
+            }
+            req + "\r\n"
+        };
+        let reply = raw(gw.addr("main"), request(21).as_bytes()).await;
+        assert!(reply.closed);
+        assert_eq!(reply.statuses(), vec![431], "{}", reply.text);
+        assert_eq!(up.hits(), 0);
+        let reply = raw(gw.addr("main"), request(20).as_bytes()).await;
+        assert_eq!(reply.statuses(), vec![200], "{}", reply.text);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overlong_request_line_is_refused_and_not_forwarded() {
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&cfg(
-        "",
-        &proxy_to(up.addr, "[limits]\nmax_header_bytes = 8192\n"),
-    ));
-    let req = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(20_000));
-    let reply = raw(gw.addr("main"), req.as_bytes()).await;
-    assert!(reply.closed, "{}", reply.text);
-    assert_eq!(reply.statuses(), vec![431], "{}", reply.text);
-    assert_eq!(up.hits(), 0);
+    // On a plain listener and on one that also accepts prior-knowledge h2c.
+    for h2c in [false, true] {
+        let up = Upstream::named("up").await;
+        let gw = Gateway::start(&cfg_h2c(
+            h2c,
+            &proxy_to(up.addr, "[limits]\nmax_header_bytes = 8192\n"),
+        ));
+        let req = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(20_000));
+        let reply = raw(gw.addr("main"), req.as_bytes()).await;
+        assert!(reply.closed, "{}", reply.text);
+        assert_eq!(reply.statuses(), vec![431], "{}", reply.text);
+        assert_eq!(up.hits(), 0);
+    }
 }
 
 /// A chunked body carries no Content-Length to check up front; going over the route's limit

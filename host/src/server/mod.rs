@@ -6,6 +6,7 @@
 //! `Upgrade: h2c` is never honoured (the header is stripped like any hop-by-hop header).
 
 mod idle;
+mod preface;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -108,6 +109,22 @@ async fn serve_connection(
     let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), info.clone(), req));
     let shutdown = life.shutdown.clone();
 
+    // Serves `$io` as HTTP/2 or as HTTP/1.1 (with upgrades), with the listener's limits.
+    macro_rules! serve {
+        ($io:expr, $h2:expr) => {{
+            let io = TokioIo::new(IdleIo::new($io, activity.clone()));
+            if $h2 {
+                let conn = h2_builder(&limits).serve_connection(io, svc);
+                drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+            } else {
+                let conn = h1_builder(&limits)
+                    .serve_connection(io, svc)
+                    .with_upgrades();
+                drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+            }
+        }};
+    }
+
     if let Some(cfg) = listener.tls.clone() {
         drop(snap);
         let handshake = TlsAcceptor::from(cfg).accept(tcp);
@@ -120,30 +137,25 @@ async fn serve_connection(
             Err(_) => return,
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
-        let io = TokioIo::new(IdleIo::new(tls, activity.clone()));
-        if h2 {
-            let conn = h2_builder(&limits).serve_connection(io, svc);
-            drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
-        } else {
-            let conn = h1_builder(&limits)
-                .serve_connection(io, svc)
-                .with_upgrades();
-            drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
-        }
+        serve!(tls, h2);
     } else if listener.h2c {
         drop(snap);
-        let io = TokioIo::new(IdleIo::new(tcp, activity.clone()));
-        let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        configure_auto(&mut b, &limits);
-        let conn = b.serve_connection_with_upgrades(io, svc);
-        drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+        // The first bytes decide: the HTTP/2 preface, or HTTP/1.1. Both then get the same
+        // builders and limits as everywhere else.
+        let sniffed =
+            tokio::time::timeout(limits.header_read_timeout.get(), preface::sniff(tcp)).await;
+        let (h2, io) = match sniffed {
+            Ok(Ok(Some(x))) => x,
+            Ok(Ok(None)) | Err(_) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection failed before its first request");
+                return;
+            }
+        };
+        serve!(io, h2);
     } else {
         drop(snap);
-        let io = TokioIo::new(IdleIo::new(tcp, activity.clone()));
-        let conn = h1_builder(&limits)
-            .serve_connection(io, svc)
-            .with_upgrades();
-        drive(conn, |c| c.graceful_shutdown(), shutdown, activity, &limits).await;
+        serve!(tcp, false);
     }
 }
 
@@ -210,21 +222,4 @@ fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecu
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     b
-}
-
-fn configure_auto(b: &mut hyper_util::server::conn::auto::Builder<TokioExecutor>, limits: &Limits) {
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.get())
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(Some(32))
-        .max_local_error_reset_streams(Some(256))
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
 }
