@@ -728,6 +728,57 @@ async fn post_with_body_is_not_retried_after_it_reached_an_upstream_that_reset()
     assert_eq!((reset.requests(), b.hits()), (1, 0));
 }
 
+/// Without a body a POST could be replayed, but it is not idempotent: once it reached a
+/// target it is not sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn post_without_body_is_not_retried_after_it_reached_an_upstream_that_reset() {
+    let reset = ResettingUpstream::start().await;
+    let b = Upstream::named("b").await;
+    let gw = gateway(&[target(reset.addr), target(b.addr)], "", "");
+    let req = Request::post(gw.url("main", "/orders"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = send_on(&sluice_tests::client(), req).await;
+    assert_gateway_error(&r, 502, "upstream_failed");
+    assert_eq!((reset.requests(), b.hits()), (1, 0));
+}
+
+/// A POST whose connection was refused never left the gateway: it is retried elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn post_without_body_is_retried_on_the_other_target_when_the_first_refuses_connections() {
+    let refused = refused_addr().await;
+    let b = Upstream::named("b").await;
+    let gw = gateway(&[target(refused), target(b.addr)], "", "");
+    let req = Request::post(gw.url("main", "/orders"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = send_on(&sluice_tests::client(), req).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "b"));
+    assert_eq!(b.hits(), 1);
+}
+
+/// The retry budget: each request deposits `budget_ratio` tokens and a retry spends one
+/// (`min_per_second = 0`: no time-based tokens). Round robin alternates the refused target
+/// and `b`, so requests 1 and 3 need a retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_are_limited_by_the_retry_budget() {
+    for (ratio, expected) in [(0.5, [502, 200, 200]), (0.0, [502, 200, 502])] {
+        let refused = refused_addr().await;
+        let b = Upstream::named("b").await;
+        let gw = gateway(
+            &[target(refused), target(b.addr)],
+            &format!("retry = {{ attempts = 1, budget_ratio = {ratio:?}, min_per_second = 0 }}"),
+            "",
+        );
+        let client = sluice_tests::client();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(get_on(&client, &gw.url("main", "/"), &[]).await.status);
+        }
+        assert_eq!(statuses, expected, "budget_ratio = {ratio}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn put_with_body_is_not_replayed_although_put_is_idempotent() {
     let reset = ResettingUpstream::start().await;
