@@ -52,6 +52,7 @@ async fn most_specific_route_wins_by_host_then_path_then_conditions() {
         ("any-prefix", "path_prefix = \"/\"\n".to_string()),
         ("users-prefix", "path_prefix = \"/users\"\n".into()),
         ("users-regex", "path_regex = \"/users/[0-9]+\"\n".into()),
+        ("orders-regex", "path_regex = \"/orders/[0-9]+/items\"\n".into()),
         ("users-template", "path = \"/users/{id}\"\n".into()),
         ("users-me", "path = \"/users/me\"\n".into()),
         (
@@ -89,6 +90,11 @@ async fn most_specific_route_wins_by_host_then_path_then_conditions() {
     assert_eq!(get(&u("/users/me"), &[]).await.body, "users-me");
     assert_eq!(get(&u("/users/42"), &[]).await.body, "users-template");
     assert_eq!(get(&u("/users/42/x"), &[]).await.body, "users-prefix");
+    // A regex route matches the whole path (anchored at both ends).
+    assert_eq!(get(&u("/orders/7/items"), &[]).await.body, "orders-regex");
+    assert_eq!(get(&u("/orders/7/items/x"), &[]).await.body, "any-prefix");
+    assert_eq!(get(&u("/v1/orders/7/items"), &[]).await.body, "any-prefix");
+    assert_eq!(get(&u("/orders/x/items"), &[]).await.body, "any-prefix");
     assert_eq!(
         get(&u("/x"), &[("host", "www.example.com")]).await.body,
         "wild"
