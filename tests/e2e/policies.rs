@@ -505,6 +505,81 @@ failure_status = 503
         |l| l.contains("policy failed") && l.contains("open/hostile#0"),
         Duration::from_secs(10)
     ));
+    // Each skip is counted, as a failure and as a skip, for the policy that failed.
+    for (label, n) in [("open/hostile#0", 2), ("response-open/hostile#1", 1)] {
+        assert_eq!(counter(&gw, label, "failures").await, n, "{label}");
+        assert_eq!(counter(&gw, label, "skipped").await, n, "{label}");
+    }
+    assert_eq!(counter(&gw, "open/echo-attrs#1", "skipped").await, 0);
+}
+
+/// Instance lifecycles, told apart by the instantiation counter: a pooled instance serves
+/// `recycle_after` calls and is replaced; an isolated policy gets a fresh instance for every
+/// call (each phase of each request); a pooled instance whose call trapped is discarded.
+/// Every policy is instantiated once at load, to prove its configuration.
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_are_recycled_after_n_calls_fresh_when_isolated_and_discarded_after_a_trap() {
+    let up = Upstream::named("ok").await;
+    let gw = start(&format!(
+        r#"{up}{echo}{echo3}{hostile}
+[[routes]]
+name = "pooled"
+path = "/pooled"
+upstream = "u"
+[[routes.policies]]
+plugin = "echo-attrs"
+config = {{ name = "p" }}
+
+[[routes]]
+name = "recycled"
+path = "/recycled"
+upstream = "u"
+[[routes.policies]]
+plugin = "echo-attrs-3"
+config = {{ name = "r" }}
+
+[[routes]]
+name = "isolated"
+path = "/isolated"
+upstream = "u"
+[[routes.policies]]
+plugin = "echo-attrs"
+config = {{ name = "i" }}
+mode = "isolated"
+
+[[routes]]
+name = "trap"
+path = "/trap"
+upstream = "u"
+[[routes.policies]]
+plugin = "hostile"
+config = {{ mode = "trap" }}
+failure_status = 503
+"#,
+        up = upstream(&up),
+        echo = plugin("echo-attrs", "echo_attrs", ""),
+        echo3 = plugin("echo-attrs-3", "echo_attrs", "recycle_after = 3"),
+        hostile = hostile_plugin(),
+    ));
+    // Sequential requests: 6 requests are 12 calls (request and response phases).
+    for route in ["pooled", "recycled", "isolated"] {
+        for _ in 0..6 {
+            let r = get(&gw.url("main", &format!("/{route}")), &[]).await;
+            assert_eq!(r.status, 200, "{route}: {r:?}");
+        }
+    }
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("main", "/trap"), &[]).await.status, 503);
+    }
+    let n = |label: &'static str| counter(&gw, label, "instantiations");
+    // The instance made at load serves every call.
+    assert_eq!(n("pooled/echo-attrs#0").await, 1);
+    // 12 calls, 3 per instance: 4 instances, the first made at load.
+    assert_eq!(n("recycled/echo-attrs-3#0").await, 4);
+    // One at load, then one per call.
+    assert_eq!(n("isolated/echo-attrs#0").await, 1 + 12);
+    // One at load (trapped on the first request), then one per request after a trap.
+    assert_eq!(n("trap/hostile#0").await, 3);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -623,18 +698,9 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
     }
 
     // …and counted, per policy, in the admin API's status.
-    let status = send(
-        http::Request::get(format!("{}/v1/status", gw.admin_url()))
-            .header("authorization", format!("Bearer {}", gw.admin_token()))
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .json();
+    let status = policy_counters(&gw).await;
     for (name, _, _) in CASES {
-        let failures: u64 = status["policies"]
-            .as_array()
-            .unwrap()
+        let failures: u64 = status
             .iter()
             .filter(|p| {
                 p["policy"]
@@ -643,8 +709,32 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
             })
             .map(|p| p["failures"].as_u64().unwrap())
             .sum();
-        assert!(failures >= 1, "{name}: {status}");
+        assert!(failures >= 1, "{name}: {status:?}");
     }
+}
+
+/// The per-policy counters of the admin API's `/v1/status` (`policy`, `plugin`,
+/// `failures`, `skipped`, `instantiations`).
+async fn policy_counters(gw: &Gateway) -> Vec<serde_json::Value> {
+    let status = send(
+        http::Request::get(format!("{}/v1/status", gw.admin_url()))
+            .header("authorization", format!("Bearer {}", gw.admin_token()))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .json();
+    status["policies"].as_array().unwrap().clone()
+}
+
+/// The counter `key` of the policy labelled `label` (e.g. `route/plugin#0`).
+async fn counter(gw: &Gateway, label: &str, key: &str) -> u64 {
+    let all = policy_counters(gw).await;
+    let p = all
+        .iter()
+        .find(|p| p["policy"] == label)
+        .unwrap_or_else(|| panic!("no policy {label} in {all:?}"));
+    p[key].as_u64().unwrap()
 }
 
 /// A plugin granted nothing that waits on I/O runs without a fiber and without a wall-clock
