@@ -288,6 +288,70 @@ mod tests {
         assert!(!wasmparser_is_component(b"garbage!"));
     }
 
+    /// The smallest component: the preamble alone (no imports, no exports).
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    /// The cached artifact files in `dir`.
+    fn artifacts(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[cfg(unix)]
+    fn inode(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn compiled_artifacts_are_cached_by_digest_in_an_owner_only_dir_and_reused_by_a_new_runtime() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let rt = PolicyRuntime::new(Some(dir.clone()), 1).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let (_, digest) = rt.compile(EMPTY_COMPONENT).unwrap();
+        assert_eq!(digest, hex::encode(Sha256::digest(EMPTY_COMPONENT)));
+        let files = artifacts(&dir);
+        assert_eq!(files.len(), 1, "{files:?}");
+        let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+        assert!(name.starts_with(&format!("{digest}-")), "{name}");
+        // A new runtime (an empty in-memory cache) loads the artifact instead of compiling
+        // and writing it again: every write replaces the file (a new inode).
+        let before = inode(&files[0]);
+        let rt2 = PolicyRuntime::new(Some(dir.clone()), 1).unwrap();
+        rt2.compile(EMPTY_COMPONENT).unwrap();
+        assert_eq!(artifacts(&dir), files);
+        assert_eq!(inode(&files[0]), before);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unusable_cached_artifact_is_ignored_and_replaced_by_a_fresh_compilation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        PolicyRuntime::new(Some(dir.clone()), 1)
+            .unwrap()
+            .compile(EMPTY_COMPONENT)
+            .unwrap();
+        let file = artifacts(&dir).remove(0);
+        let good = std::fs::read(&file).unwrap();
+        // Garbage, and a truncated artifact, under the expected name.
+        for bad in [b"not an artifact".to_vec(), good[..good.len() / 2].to_vec()] {
+            std::fs::write(&file, &bad).unwrap();
+            let rt = PolicyRuntime::new(Some(dir.clone()), 1).unwrap();
+            rt.compile(EMPTY_COMPONENT).unwrap();
+            assert_eq!(std::fs::read(&file).unwrap(), good);
+        }
+    }
+
     #[test]
     fn profiler_is_off_unless_perfmap_is_asked_for_and_rejects_unknown_agents() {
         for off in [None, Some(""), Some("none")] {
