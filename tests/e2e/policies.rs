@@ -594,13 +594,15 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
     // (route, plugin, mode): the memory mode gets a small cap so that the cap, not the CPU
     // deadline, stops it; `huge-header-roomy` gets the CPU time to produce its 10 MiB so
     // that the host's bound on header values, not the deadline, refuses it.
-    const CASES: [(&str, &str, &str); 6] = [
+    const CASES: [(&str, &str, &str); 7] = [
         ("loop", "hostile", "loop"),
         ("memory", "hostile-small", "memory"),
         ("recursion", "hostile", "recursion"),
         ("trap", "hostile", "trap"),
         ("huge-header", "hostile", "huge-header"),
         ("huge-header-roomy", "hostile-roomy", "huge-header"),
+        // A host function that fails, and a policy that does not handle the error.
+        ("host-error-unwrap", "hostile", "host-error-unwrap"),
     ];
     let up = Upstream::named("ok").await;
     let mut cfg = format!(
@@ -660,6 +662,8 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
         ("loop/response", "CPU deadline exceeded"),
         ("memory/request", "growing memory"),
         ("trap/request", "unreachable"),
+        ("host-error-unwrap/request", "unreachable"),
+        ("host-error-unwrap/response", "unreachable"),
         (
             "huge-header-roomy/request",
             "header \"x-huge\" value over 16384 bytes",
