@@ -52,7 +52,10 @@ async fn most_specific_route_wins_by_host_then_path_then_conditions() {
         ("any-prefix", "path_prefix = \"/\"\n".to_string()),
         ("users-prefix", "path_prefix = \"/users\"\n".into()),
         ("users-regex", "path_regex = \"/users/[0-9]+\"\n".into()),
-        ("orders-regex", "path_regex = \"/orders/[0-9]+/items\"\n".into()),
+        (
+            "orders-regex",
+            "path_regex = \"/orders/[0-9]+/items\"\n".into(),
+        ),
         ("users-template", "path = \"/users/{id}\"\n".into()),
         ("users-me", "path = \"/users/me\"\n".into()),
         (
