@@ -5,6 +5,7 @@ mod admin;
 mod bodies;
 mod defences;
 mod dispatch;
+mod h2_limits;
 mod jwt;
 mod lifecycle;
 mod policies;
