@@ -62,10 +62,35 @@ impl Gateway {
             format!("{config}\n[admin]\nbind = \"127.0.0.1:0\"\n")
         };
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(binary())
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
+        let path = path.display().to_string();
+        Self::spawn(dir, None, &["run", "--config", &path], env)
+    }
+
+    /// Runs `sluice ARGS` with `dir` as its working directory (the gateway owns `dir` and
+    /// removes it when dropped) and waits until it logs `ready`; on failure returns its
+    /// stderr.
+    pub fn try_run_in(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let cwd = dir.path().to_path_buf();
+        Self::spawn(dir, Some(&cwd), args, env)
+    }
+
+    /// Runs `sluice ARGS` (in `cwd`, else in the test's own directory), owning `dir`.
+    fn spawn(
+        dir: tempfile::TempDir,
+        cwd: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let mut cmd = Command::new(binary());
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd
+            .args(args)
             .env("RUST_LOG", "info")
             // Each gateway generates its own admin token (see `admin_token`).
             .env_remove("SLUICE_ADMIN_TOKEN")

@@ -341,6 +341,11 @@ fn main() -> ExitCode {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
             };
+            let from = match &source {
+                Source::File(p) => p.display().to_string(),
+                Source::Embedded => "<embedded gateway.toml>".to_string(),
+            };
+            tracing::info!(config = %from, workers, "configuration loaded");
             // One worker runs on a single-threaded runtime (like an nginx worker: no work
             // stealing, no cross-thread wake-ups); more use the work-stealing scheduler.
             let built = if workers == 1 {

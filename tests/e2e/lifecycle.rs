@@ -49,6 +49,110 @@ fn validate_accepts_the_shipped_configuration() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// The names of the gateway process's threads.
+fn thread_names(gw: &Gateway) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `workers = N` runs N runtime worker threads (a multi-threaded runtime); `workers = 1`
+/// runs the single-threaded runtime on the main thread, with no worker thread at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_sets_the_number_of_runtime_threads() {
+    for (workers, expected) in [(3, 3), (1, 0)] {
+        let gw = Gateway::start(&format!(
+            "[gateway]\nworkers = {workers}\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"e\"\nrespond = \"echo\"\n"
+        ));
+        assert_eq!(get(&gw.url("main", "/"), &[]).await.status, 200);
+        let names = thread_names(&gw);
+        let n = names.iter().filter(|n| *n == "sluice-worker").count();
+        assert_eq!(n, expected, "workers = {workers}: {names:?}");
+        assert!(
+            gw.stderr()
+                .iter()
+                .any(|l| l.contains("configuration loaded")
+                    && l.contains(&format!("workers={workers}"))),
+            "{:?}",
+            gw.stderr()
+        );
+    }
+}
+
+/// A loopback port nothing listens on right now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `sluice run` with no `--config`, in a directory holding the repository's `plugins/`:
+/// with the shipped `gateway.toml` copied there, and with no file at all (the embedded
+/// copy). Either way `/echo`, the demo upstream and the key-protected demo API answer as
+/// the README says. Ports come from the environment variables the file reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_without_config_serves_the_shipped_configuration_from_file_or_embedded_copy() {
+    crate::policies::warm_cache();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for with_file in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(repo.join("plugins"), dir.path().join("plugins")).unwrap();
+        // The shared compiled-component cache, so that start-up does not recompile.
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::os::unix::fs::symlink(crate::policies::cache_dir(), dir.path().join("data/cache"))
+            .unwrap();
+        if with_file {
+            std::fs::copy(repo.join("gateway.toml"), dir.path().join("gateway.toml")).unwrap();
+        }
+        let (public, demo) = (free_port(), free_port());
+        let (public, demo) = (format!("127.0.0.1:{public}"), format!("127.0.0.1:{demo}"));
+        let gw = Gateway::try_run_in(
+            dir,
+            &["run"],
+            &[
+                ("SLUICE_BIND", &public),
+                ("SLUICE_DEMO_BIND", &demo),
+                ("SLUICE_DEMO_UPSTREAM", &demo),
+                ("SLUICE_ADMIN_BIND", "127.0.0.1:0"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("with_file = {with_file}: {e}"));
+        let source = if with_file {
+            "config=gateway.toml "
+        } else {
+            "config=<embedded gateway.toml> "
+        };
+        assert!(
+            gw.stderr()
+                .iter()
+                .any(|l| l.contains("configuration loaded") && l.contains(source)),
+            "{with_file}: {:?}",
+            gw.stderr()
+        );
+        let url = |p: &str| format!("http://{public}{p}");
+        let r = get(&url("/echo"), &[]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.body.contains("\"path\":\"/echo\""), "{}", r.body);
+        let r = get(&url("/demo/hello"), &[]).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "hello from the demo upstream\n")
+        );
+        assert_eq!(r.header("x-served-by"), Some("sluice"));
+        assert_eq!(get(&url("/api/hello"), &[]).await.status, 401);
+        let r = get(&url("/api/hello"), &[("x-api-key", "sluice-demo-key")]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("ratelimit-limit"), Some("10"));
+        assert_eq!(get(&url("/analytics"), &[]).await.status, 200);
+    }
+}
+
 #[test]
 fn validate_reports_a_policy_that_does_not_fit_in_the_instance_pool() {
     let noop = sluice_tests::plugin_path("noop");

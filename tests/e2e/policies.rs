@@ -40,7 +40,7 @@ const COMPONENTS: [&str; 11] = [
 
 /// A compiled-artifact cache shared by every gateway of this module: compiling a component
 /// in a debug build takes seconds, deserializing the artifact milliseconds.
-fn cache_dir() -> std::path::PathBuf {
+pub(crate) fn cache_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-policy-cache")
 }
 
