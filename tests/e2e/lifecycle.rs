@@ -153,6 +153,34 @@ async fn run_without_config_serves_the_shipped_configuration_from_file_or_embedd
     }
 }
 
+/// Each first-party policy validates its own configuration in `init`; `validate` reports
+/// every policy's error with its line, its place in the route and the offending key.
+#[test]
+fn validate_names_the_line_policy_and_key_of_each_policy_configuration_error() {
+    crate::policies::warm_cache();
+    let cfg = format!(
+        "{}[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n{}{}[[routes]]\nname = \"r\"\nrespond = \"echo\"\n[[routes.policies]]\nplugin = \"key-auth\"\nconfig = {{ header = \"x-api-key\", consumers = [{{ name = \"a\", key_sha256 = \"zz\" }}] }}\n[[routes.policies]]\nplugin = \"rate-limit\"\nconfig = {{ requests = 10, window = \"1m\", bogus = 3 }}\n",
+        crate::policies::policy_settings(),
+        crate::policies::plugin("key-auth", "key_auth", "grants = [\"kv\", \"log\"]"),
+        crate::policies::plugin("rate-limit", "rate_limit", "grants = [\"rate-limit\"]"),
+    );
+    let line_of = |needle: &str| cfg.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (code, out) = validate(&cfg);
+    assert_eq!(code, 2, "{out}");
+    for expected in [
+        format!(
+            ":{}: routes[0].policies[0].config: plugin \"key-auth\": init refused the configuration: consumers[0] (a): `key_sha256` must be 64 hexadecimal digits",
+            line_of("key_sha256")
+        ),
+        format!(
+            ":{}: routes[0].policies[1].config: plugin \"rate-limit\": init refused the configuration: invalid configuration: unknown field `bogus`",
+            line_of("bogus")
+        ),
+    ] {
+        assert!(out.contains(&expected), "{expected}\nnot in:\n{out}");
+    }
+}
+
 #[test]
 fn validate_reports_a_policy_that_does_not_fit_in_the_instance_pool() {
     let noop = sluice_tests::plugin_path("noop");

@@ -10,7 +10,8 @@ use wasmtime::component::Component;
 
 use crate::config::{self, FailureMode, Issue, KeyPath, PolicyMode};
 use crate::policy::{
-    CallLimits, Capabilities, Capability, Grants, InstanceMode, Outbound, PolicyEnv, PolicyInstance,
+    CallLimits, Capabilities, Capability, Grants, InstanceMode, Outbound, PolicyEnv, PolicyError,
+    PolicyInstance,
 };
 use crate::routing::ValueCond;
 
@@ -293,8 +294,14 @@ pub async fn compile_pipeline(
                 on_failure: p.on_failure,
                 failure_status: status,
             }),
+            // A configuration the policy refused points at its `config` (the line of the
+            // policy's table when it has none).
             Err(e) => issues.push(Issue::new(
-                pat.clone(),
+                if matches!(e, PolicyError::Init(_)) {
+                    pat.key("config")
+                } else {
+                    pat.clone()
+                },
                 format!("plugin {:?}: {e}", p.plugin),
             )),
         }
