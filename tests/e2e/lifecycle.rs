@@ -293,6 +293,101 @@ async fn access_log_has_one_json_line_per_request() {
     assert!(j["duration_us"].is_u64() && j["time"].is_string());
 }
 
+/// The lines of `path` once `pred` holds for them (bounded: panics after 10 s).
+fn wait_lines(path: &std::path::Path, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if pred(&lines) {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {lines:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `[access_log] path` appends one JSON line per request to a file, naming the upstream
+/// target; `[policy] analytics_path` gets one JSON line per analytics event; with
+/// `enabled = false` nothing is logged and the file is never created.
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_and_analytics_events_go_to_their_files_and_the_access_log_can_be_off() {
+    use crate::policies::{plugin, policy_settings, warm_cache};
+    warm_cache();
+    let up = Upstream::named("up").await;
+    let files = tempfile::tempdir().unwrap();
+    let (access, events) = (
+        files.path().join("access.log"),
+        files.path().join("events.jsonl"),
+    );
+    let route = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n[[routes.policies]]\nplugin = \"analytics\"\n",
+        up.addr
+    );
+    let settings = policy_settings().replace(
+        "[policy]\n",
+        &format!("[policy]\nanalytics_path = \"{}\"\n", events.display()),
+    );
+    let analytics = plugin(
+        "analytics",
+        "analytics",
+        "grants = [\"analytics\", \"clock\"]",
+    );
+    let gw = Gateway::start(&config(&format!(
+        "[access_log]\npath = \"{}\"\n\n{settings}{analytics}{route}",
+        access.display()
+    )));
+    for p in ["/a", "/b"] {
+        assert_eq!(get(&gw.url("main", p), &[]).await.status, 200);
+    }
+    let lines = wait_lines(&access, |l| l.len() >= 2);
+    for (line, path) in lines.iter().zip(["/a", "/b"]) {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (&j["route"], &j["path"], &j["status"]),
+            (&"r".into(), &path.into(), &200.into())
+        );
+        assert_eq!(j["upstream"], up.addr.to_string());
+    }
+    assert!(!gw.stdout().iter().any(|l| l.contains("\"route\"")));
+    let lines = wait_lines(&events, |l| l.len() >= 2);
+    for line in &lines {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        // Event fields are the strings the policy emitted.
+        assert_eq!(
+            (&j["route"], &j["status"], &j["plugin"]),
+            (&"r".into(), &"200".into(), &"r/analytics#0".into()),
+            "{j}"
+        );
+    }
+    drop(gw);
+
+    let off = files.path().join("off.log");
+    let mut gw = Gateway::start(&config(&format!(
+        "[access_log]\nenabled = false\npath = \"{}\"\n\n[[routes]]\nname = \"e\"\nrespond = \"echo\"\n",
+        off.display()
+    )));
+    assert_eq!(get(&gw.url("main", "/"), &[]).await.status, 200);
+    gw.signal("TERM");
+    assert!(
+        gw.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    assert!(!off.exists());
+    assert!(
+        !gw.stdout().iter().any(|l| l.contains("\"route\"")),
+        "{:?}",
+        gw.stdout()
+    );
+}
+
 /// A gateway with the no-op policy on its one route.
 fn noop_policy_config() -> String {
     use crate::policies::{plugin, policy_settings, warm_cache};
