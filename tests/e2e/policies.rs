@@ -238,6 +238,29 @@ add = {{ "lang" = "en gb" }}
     assert_eq!(params, ["lang=en+gb", "q=a%20b", "v=2"]);
 }
 
+/// A policy's path edit (request-transformer's `path`) is what the upstream is asked for;
+/// the query goes along unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_edited_by_a_policy_reaches_the_upstream_with_the_query() {
+    let up = Upstream::named("ok").await;
+    let gw = start(&format!(
+        r#"{up}{rt}
+[[routes]]
+name = "r"
+path_prefix = "/v1/"
+upstream = "u"
+[[routes.policies]]
+plugin = "request-transformer"
+config = {{ path = "/internal/users" }}
+"#,
+        up = upstream(&up),
+        rt = plugin("request-transformer", "request_transformer", ""),
+    ));
+    let r = get(&gw.url("main", "/v1/users/7?expand=1&x=a%20b"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.seen()[0].uri, "/internal/users?expand=1&x=a%20b");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn key_auth_responds_401_without_a_key_and_passes_the_consumer_to_later_policies() {
     let up = Upstream::named("ok").await;

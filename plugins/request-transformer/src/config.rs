@@ -12,6 +12,8 @@ pub struct Config {
     pub headers: Changes,
     /// Changes to query parameters. By default none.
     pub query: Changes,
+    /// A new path for the request (the query is kept). By default unchanged.
+    pub path: Option<String>,
 }
 
 /// One set of changes, applied in the order of the fields: `remove`, `rename`, `set`,
@@ -47,8 +49,15 @@ impl Config {
     /// # Errors
     /// A message naming the first problem found.
     pub fn validate(mut self) -> Result<Self, String> {
-        if self.headers.is_empty() && self.query.is_empty() {
-            return Err("nothing to do: set `headers` or `query` changes".into());
+        if self.headers.is_empty() && self.query.is_empty() && self.path.is_none() {
+            return Err("nothing to do: set `headers`, `query` or `path`".into());
+        }
+        if let Some(p) = &self.path
+            && (!p.starts_with('/') || !p.bytes().all(is_path_byte))
+        {
+            return Err(format!(
+                "`path`: {p:?} is not an absolute path (it starts with `/`; no spaces, controls, `?` or `#`)"
+            ));
         }
         let h = &mut self.headers;
         let names = h
@@ -96,6 +105,12 @@ fn lower_keys(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     map.iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect()
+}
+
+/// Bytes allowed in a path as written in the configuration: visible ASCII other than `?`
+/// and `#` (percent-encode anything else).
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b'?' && b != b'#'
 }
 
 /// RFC 9110 token characters (header names).
@@ -149,6 +164,10 @@ mod tests {
                 "unknown field",
             ),
             (json!({ "header": {} }), "unknown field"),
+            (json!({ "path": "v2/users" }), "not an absolute path"),
+            (json!({ "path": "/a b" }), "not an absolute path"),
+            (json!({ "path": "/a?b=1" }), "not an absolute path"),
+            (json!({ "path": "/a\nb" }), "not an absolute path"),
         ];
         for (v, expected) in cases {
             let err = parse(v.clone()).unwrap_err();

@@ -1,5 +1,5 @@
 //! `request-transformer`: edits the request before it is forwarded — removes, renames,
-//! sets and adds headers and query parameters, in that order.
+//! sets and adds headers and query parameters, in that order, and replaces the path.
 //!
 //! Capabilities: none.
 
@@ -33,6 +33,9 @@ impl Policy for RequestTransformer {
         }
         if !self.config.query.is_empty() {
             edits = self.edit_query(req, edits);
+        }
+        if let Some(p) = &self.config.path {
+            edits = edits.path(p.as_str());
         }
         RequestDecision::edit(edits)
     }
@@ -143,6 +146,16 @@ mod tests {
         assert_eq!(out.get_header("x-env"), Some("prod"));
         assert_eq!(out.get_header_all("x-keep"), ["mine"]);
         assert_eq!(out.get_header("x-added"), Some("yes"));
+    }
+
+    #[test]
+    fn path_replaces_the_path_and_keeps_the_query() {
+        let req = TestRequest::get("/v1/users/7?expand=1");
+        let out = forwarded(json!({ "path": "/internal/users" }), &req);
+        assert_eq!(
+            (out.path.as_str(), out.query.as_deref()),
+            ("/internal/users", Some("expand=1"))
+        );
     }
 
     #[test]
