@@ -229,43 +229,92 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_the_request_in_flight_then_exits_zero() {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
-    let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel::<()>();
-    let arrived_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(arrived_tx)));
+/// An upstream that signals each request's arrival and answers `finished` only when
+/// `release` is sent (never, if it is dropped unsent).
+async fn held_upstream() -> (
+    Upstream,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let (arrived_tx, arrived_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (release, released) = tokio::sync::watch::channel(false);
     let up = Upstream::with(move |_req| {
-        let rx = rx.clone();
         let arrived = arrived_tx.clone();
+        let mut released = released.clone();
         async move {
-            if let Some(a) = arrived.lock().unwrap().take() {
-                let _ = a.send(());
-            }
-            if let Some(rx) = rx.lock().await.take() {
-                let _ = rx.await;
+            let _ = arrived.send(());
+            let _ = released.wait_for(|r| *r).await;
+            if !*released.borrow() {
+                std::future::pending::<()>().await;
             }
             http::Response::new(sluice_tests::upstream::full("finished"))
         }
     })
     .await;
-    let mut gw = Gateway::start(&config(&format!(
-        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+    (up, arrived_rx, release)
+}
+
+/// SIGTERM and SIGINT alike: stop accepting, let the request in flight finish, exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
+    for sig in ["TERM", "INT"] {
+        let (up, mut arrived, release) = held_upstream().await;
+        let mut gw = Gateway::start(&config(&format!(
+            "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+            up.addr
+        )));
+        let url = gw.url("main", "/slow");
+        let inflight = tokio::spawn(async move { get(&url, &[]).await });
+        arrived.recv().await.unwrap();
+        gw.signal(sig);
+        assert!(gw.wait_stderr(|l| l.contains("draining"), Duration::from_secs(10)));
+        // New connections are refused once draining has begun.
+        let refused = tokio::net::TcpStream::connect(gw.addr("main")).await;
+        assert!(
+            refused.is_err(),
+            "{sig}: listener still accepting during drain"
+        );
+        release.send(true).unwrap();
+        let r = inflight.await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "finished"), "{sig}");
+        let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
+        assert!(status.success(), "{sig}: {status:?}");
+    }
+}
+
+/// A request still in flight when `drain_timeout` runs out does not keep the gateway up:
+/// its connection is closed and the process exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_timeout_closes_a_request_that_never_finishes_and_exits_zero() {
+    let (up, mut arrived, _release) = held_upstream().await;
+    let mut gw = Gateway::start(&format!(
+        "[gateway]\ndrain_timeout = \"300ms\"\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
         up.addr
-    )));
-    let url = gw.url("main", "/slow");
-    let inflight = tokio::spawn(async move { get(&url, &[]).await });
-    arrived_rx.await.unwrap();
+    ));
+    let url = gw.url("main", "/forever");
+    let inflight = tokio::spawn(async move {
+        sluice_tests::client()
+            .get(url.parse().unwrap())
+            .await
+            .map(|r| r.status())
+    });
+    arrived.recv().await.unwrap();
+    let signalled = std::time::Instant::now();
     gw.signal("TERM");
-    assert!(gw.wait_stderr(|l| l.contains("draining"), Duration::from_secs(10)));
-    // New connections are refused once draining has begun.
-    let refused = tokio::net::TcpStream::connect(gw.addr("main")).await;
-    assert!(refused.is_err(), "listener still accepting during drain");
-    tx.send(()).unwrap();
-    let r = inflight.await.unwrap();
-    assert_eq!((r.status, r.body.as_str()), (200, "finished"));
     let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
     assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() >= Duration::from_millis(300));
+    assert!(
+        gw.stderr()
+            .iter()
+            .any(|l| l.contains("drain timeout reached"))
+    );
+    // The client saw its connection closed, not an answer.
+    let r = tokio::time::timeout(Duration::from_secs(10), inflight)
+        .await
+        .expect("the client's request did not end")
+        .unwrap();
+    assert!(r.is_err(), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
