@@ -183,6 +183,28 @@ fn empty_chunked_then_smuggled() -> String {
 // Row 1: HTTP/1.1 framing attacks.
 // ---------------------------------------------------------------------------------------
 
+/// Two identical Content-Length fields are one length (RFC 9112 §6.3 allows reading them
+/// so); the upstream gets the body once, under a single Content-Length.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_duplicate_content_lengths_are_forwarded_as_one() {
+    let f = Framing::start().await;
+    let reply = f
+        .send(&post(
+            "Content-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n",
+            "hello",
+        ))
+        .await;
+    assert_eq!(reply.statuses(), vec![200], "{}", reply.text);
+    assert_eq!(f.complete(), vec![("/a".to_string(), b"hello".to_vec())]);
+    let seen = f.up.seen();
+    let lengths: Vec<_> = seen[0]
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .collect();
+    assert_eq!(lengths, ["5"], "{seen:?}");
+}
+
 /// CL.TE: Content-Length covers the smuggled request, chunked framing ends before it. hyper
 /// follows RFC 9112 §6.3: Transfer-Encoding wins, Content-Length is dropped, and the
 /// connection is closed after the response, so the trailing bytes are never parsed.

@@ -510,6 +510,59 @@ async fn refused_connection_answers_502_upstream_connect_failed() {
     assert!(msg.contains(&addr.to_string()), "{msg}");
 }
 
+/// Without a route `timeout`, the upstream group's `request_timeout` bounds the exchange.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_request_timeout_applies_when_the_route_sets_none() {
+    let a = Upstream::with(|_req| async {
+        std::future::pending::<()>().await;
+        Response::new(full("never"))
+    })
+    .await;
+    let gw = gateway(&[target(a.addr)], "request_timeout = \"250ms\"", "");
+    let sent = Instant::now();
+    let r = get_on(&sluice_tests::client(), &gw.url("main", "/"), &[]).await;
+    assert!(sent.elapsed() >= Duration::from_millis(250));
+    assert_gateway_error(&r, 504, "upstream_timeout");
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("250 ms"), "{msg}");
+}
+
+/// A target that refuses connections is ejected after consecutive failures like one that
+/// answers 5xx (retries off, so that every failure reaches the client).
+#[tokio::test(flavor = "multi_thread")]
+async fn passive_ejection_takes_out_a_target_that_refuses_connections() {
+    let refused = refused_addr().await;
+    let b = Upstream::named("b").await;
+    let gw = gateway(
+        &[target(refused), target(b.addr)],
+        "retry = { attempts = 0 }\npassive = { consecutive_failures = 2, ejection_time = \"60s\" }",
+        "",
+    );
+    let url = gw.url("main", "/");
+    let c = sluice_tests::client();
+    // Round robin: refused (failure 1), b, refused (failure 2: ejected).
+    let statuses = [
+        get_on(&c, &url, &[]).await.status,
+        get_on(&c, &url, &[]).await.status,
+        get_on(&c, &url, &[]).await.status,
+    ];
+    assert_eq!(statuses, [502, 200, 502]);
+    assert!(
+        gw.wait_stderr(
+            |l| l.contains("target ejected after consecutive failures"),
+            DEADLINE
+        ),
+        "{:#?}",
+        gw.stderr()
+    );
+    // Now every request goes to `b`.
+    for _ in 0..4 {
+        let r = get_on(&c, &url, &[]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "b"));
+    }
+    assert_eq!(b.hits(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_slower_than_the_route_timeout_answers_504_upstream_timeout() {
     let a = Upstream::with(|_req| async {
@@ -801,6 +854,8 @@ struct CountingUpstream {
     addr: SocketAddr,
     accepts: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// Connections that ended (the gateway closed them).
+    closed: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -810,11 +865,13 @@ impl CountingUpstream {
         let addr = listener.local_addr().expect("addr");
         let accepts = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (acc, req) = (accepts.clone(), requests.clone());
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (acc, req, done) = (accepts.clone(), requests.clone(), closed.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 acc.fetch_add(1, Ordering::SeqCst);
                 let req = req.clone();
+                let done = done.clone();
                 let svc = hyper::service::service_fn(move |_r: Request<Incoming>| {
                     req.fetch_add(1, Ordering::SeqCst);
                     async {
@@ -825,6 +882,7 @@ impl CountingUpstream {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
+                    done.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -832,6 +890,7 @@ impl CountingUpstream {
             addr,
             accepts,
             requests,
+            closed,
             task,
         }
     }
@@ -860,4 +919,26 @@ async fn sequential_requests_reuse_pooled_upstream_connections() {
         (1..=5).contains(&accepts),
         "{n} sequential requests opened {accepts} upstream connections"
     );
+}
+
+/// A pooled upstream connection idle for longer than the group's `idle_timeout` is closed;
+/// the next request opens a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn pooled_upstream_connections_are_closed_after_idle_timeout() {
+    let up = CountingUpstream::start().await;
+    let gw = gateway(&[target(up.addr)], "idle_timeout = \"200ms\"", "");
+    let url = gw.url("main", "/");
+    let c = sluice_tests::client();
+    assert_eq!(get_on(&c, &url, &[]).await.status, 200);
+    let idle_since = Instant::now();
+    while up.closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            idle_since.elapsed() < DEADLINE,
+            "the idle pooled connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(idle_since.elapsed() >= Duration::from_millis(200));
+    assert_eq!(get_on(&c, &url, &[]).await.status, 200);
+    assert_eq!(up.accepts.load(Ordering::SeqCst), 2);
 }
