@@ -726,33 +726,41 @@ async fn websocket_echo_upstream() -> Upstream {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_route_tunnels_messages_to_the_upstream_and_back() {
-    let up = websocket_echo_upstream().await;
-    let gw = Gateway::start(&proxy_config(up.addr, "", "websocket = true"));
-    let (mut ws, resp) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr("main"))),
-    )
-    .await
-    .expect("websocket connect timed out")
-    .expect("websocket handshake through the gateway");
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    for msg in [
-        Message::text("hello"),
-        Message::binary(vec![0u8, 1, 2, 255]),
-        Message::text("again"),
-    ] {
-        ws.send(msg.clone()).await.expect("send");
-        let back = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("echo timed out")
-            .expect("stream ended")
-            .expect("receive");
-        assert_eq!(back, msg);
+    // On a plain listener and on one that also accepts prior-knowledge h2c (whose HTTP/1.1
+    // connections start with the bytes read to look for the preface).
+    for h2c in [false, true] {
+        let up = websocket_echo_upstream().await;
+        let cfg = proxy_config(up.addr, "", "websocket = true").replace(
+            "bind = \"127.0.0.1:0\"\n",
+            &format!("bind = \"127.0.0.1:0\"\nh2c = {h2c}\n"),
+        );
+        let gw = Gateway::start(&cfg);
+        let (mut ws, resp) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr("main"))),
+        )
+        .await
+        .expect("websocket connect timed out")
+        .expect("websocket handshake through the gateway");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        for msg in [
+            Message::text("hello"),
+            Message::binary(vec![0u8, 1, 2, 255]),
+            Message::text("again"),
+        ] {
+            ws.send(msg.clone()).await.expect("send");
+            let back = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("echo timed out")
+                .expect("stream ended")
+                .expect("receive");
+            assert_eq!(back, msg, "h2c = {h2c}");
+        }
+        ws.close(None).await.expect("close");
+        let seen = up.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].headers["upgrade"], "websocket");
     }
-    ws.close(None).await.expect("close");
-    let seen = up.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].headers["upgrade"], "websocket");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -510,23 +510,6 @@ async fn refused_connection_answers_502_upstream_connect_failed() {
     assert!(msg.contains(&addr.to_string()), "{msg}");
 }
 
-/// Without a route `timeout`, the upstream group's `request_timeout` bounds the exchange.
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_request_timeout_applies_when_the_route_sets_none() {
-    let a = Upstream::with(|_req| async {
-        std::future::pending::<()>().await;
-        Response::new(full("never"))
-    })
-    .await;
-    let gw = gateway(&[target(a.addr)], "request_timeout = \"250ms\"", "");
-    let sent = Instant::now();
-    let r = get_on(&sluice_tests::client(), &gw.url("main", "/"), &[]).await;
-    assert!(sent.elapsed() >= Duration::from_millis(250));
-    assert_gateway_error(&r, 504, "upstream_timeout");
-    let msg = r.json()["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("250 ms"), "{msg}");
-}
-
 /// A target that refuses connections is ejected after consecutive failures like one that
 /// answers 5xx (retries off, so that every failure reaches the client).
 #[tokio::test(flavor = "multi_thread")]
@@ -563,21 +546,28 @@ async fn passive_ejection_takes_out_a_target_that_refuses_connections() {
     assert_eq!(b.hits(), 5);
 }
 
+/// The route's `timeout`, or without one the upstream group's `request_timeout`, bounds the
+/// time to the response head: 504 `upstream_timeout`, not retried.
 #[tokio::test(flavor = "multi_thread")]
-async fn upstream_slower_than_the_route_timeout_answers_504_upstream_timeout() {
-    let a = Upstream::with(|_req| async {
-        std::future::pending::<()>().await;
-        Response::new(full("never"))
-    })
-    .await;
-    let gw = gateway(&[target(a.addr)], "", "timeout = \"200ms\"");
-    let sent = Instant::now();
-    let r = get_on(&sluice_tests::client(), &gw.url("main", "/"), &[]).await;
-    assert!(sent.elapsed() >= Duration::from_millis(200));
-    assert_gateway_error(&r, 504, "upstream_timeout");
-    let msg = r.json()["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("200 ms"), "{msg}");
-    assert_eq!(a.hits(), 1, "a timed-out request is not retried");
+async fn upstream_slower_than_the_route_or_upstream_timeout_answers_504_upstream_timeout() {
+    for (upstream, route, ms) in [
+        ("", "timeout = \"200ms\"", 200),
+        ("request_timeout = \"250ms\"", "", 250),
+    ] {
+        let a = Upstream::with(|_req| async {
+            std::future::pending::<()>().await;
+            Response::new(full("never"))
+        })
+        .await;
+        let gw = gateway(&[target(a.addr)], upstream, route);
+        let sent = Instant::now();
+        let r = get_on(&sluice_tests::client(), &gw.url("main", "/"), &[]).await;
+        assert!(sent.elapsed() >= Duration::from_millis(ms));
+        assert_gateway_error(&r, 504, "upstream_timeout");
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(&format!("{ms} ms")), "{msg}");
+        assert_eq!(a.hits(), 1, "a timed-out request is not retried");
+    }
 }
 
 /// A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it

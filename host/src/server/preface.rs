@@ -3,27 +3,34 @@
 //! already read back to the chosen protocol.
 //!
 //! Each protocol is then served by the same builder, with the same limits, as on a listener
-//! without h2c (hyper-util's `auto` builder cannot set HTTP/1's `max_header_size`).
+//! without h2c (hyper-util's `auto` builder cannot set HTTP/1's `max_header_size`). The bytes
+//! read are put back with tokio's own combinators (`chain` before the read half, `join`ed
+//! with the write half).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::io::Cursor;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, Chain, Join, ReadHalf, WriteHalf, join, split,
+};
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// A stream whose first bytes were already read: they are read again before the rest.
+pub(super) type Rewound<T> = Join<Chain<Cursor<Vec<u8>>, ReadHalf<T>>, WriteHalf<T>>;
+
 /// Reads from `io` until the bytes received complete the HTTP/2 preface or stop matching
 /// it. Returns whether they are the preface (`None` when the peer closed first), and `io`
 /// with those bytes put back in front of its stream.
-pub(super) async fn sniff<T: AsyncRead + Unpin>(
-    mut io: T,
-) -> io::Result<Option<(bool, Rewind<T>)>> {
+pub(super) async fn sniff<T: AsyncRead + AsyncWrite>(
+    io: T,
+) -> io::Result<Option<(bool, Rewound<T>)>> {
+    let (mut read, write) = split(io);
     let mut buf = [0u8; PREFACE.len()];
     let mut n = 0;
     let h2 = loop {
-        let m = io.read(&mut buf[n..]).await?;
+        let m = read.read(&mut buf[n..]).await?;
         if m == 0 {
             if n == 0 {
                 return Ok(None);
@@ -38,70 +45,8 @@ pub(super) async fn sniff<T: AsyncRead + Unpin>(
             break true;
         }
     };
-    Ok(Some((
-        h2,
-        Rewind {
-            buf,
-            pos: 0,
-            len: n,
-            inner: io,
-        },
-    )))
-}
-
-/// An I/O stream whose first bytes were already read: it returns them before reading on.
-pub(super) struct Rewind<T> {
-    buf: [u8; PREFACE.len()],
-    pos: usize,
-    len: usize,
-    inner: T,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pos < self.len {
-            let n = (self.len - self.pos).min(out.remaining());
-            let start = self.pos;
-            out.put_slice(&self.buf[start..start + n]);
-            self.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, out)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    let seen = Cursor::new(buf[..n].to_vec());
+    Ok(Some((h2, join(seen.chain(read), write))))
 }
 
 #[cfg(test)]
