@@ -346,6 +346,18 @@ fn main() -> ExitCode {
                 Source::Embedded => "<embedded gateway.toml>".to_string(),
             };
             tracing::info!(config = %from, workers, "configuration loaded");
+            // Every client connection takes a descriptor (and a proxied one shares the
+            // upstream pool's); below this the connection cap cannot be reached.
+            let wanted = loaded.config.limits.max_connections as u64 + 1024;
+            match sluice::server::raise_open_files_limit() {
+                Ok((soft, _)) if soft < wanted => tracing::warn!(
+                    open_files = soft,
+                    max_connections = loaded.config.limits.max_connections,
+                    "the open-files limit is below what max_connections needs (raise the hard limit: ulimit -Hn)"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+            }
             // One worker runs on a single-threaded runtime (like an nginx worker: no work
             // stealing, no cross-thread wake-ups); more use the work-stealing scheduler.
             let built = if workers == 1 {

@@ -83,19 +83,12 @@ async fn workers_sets_the_number_of_runtime_threads() {
     }
 }
 
-/// A loopback port nothing listens on right now (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `sluice run` with no `--config`, in a directory holding the repository's `plugins/`:
 /// with the shipped `gateway.toml` copied there, and with no file at all (the embedded
-/// copy). Either way `/echo`, the demo upstream and the key-protected demo API answer as
-/// the README says. Ports come from the environment variables the file reads.
+/// copy). Either way `/echo`, the demo upstream listener, the demo route and the
+/// key-protected demo API answer as the README says. Listeners bind port 0 through the
+/// environment variables the file reads; the `demo` upstream points at a test upstream
+/// (the demo listener's own port is only known once it is bound).
 #[tokio::test(flavor = "multi_thread")]
 async fn run_without_config_serves_the_shipped_configuration_from_file_or_embedded_copy() {
     crate::policies::warm_cache();
@@ -110,15 +103,15 @@ async fn run_without_config_serves_the_shipped_configuration_from_file_or_embedd
         if with_file {
             std::fs::copy(repo.join("gateway.toml"), dir.path().join("gateway.toml")).unwrap();
         }
-        let (public, demo) = (free_port(), free_port());
-        let (public, demo) = (format!("127.0.0.1:{public}"), format!("127.0.0.1:{demo}"));
+        let up = Upstream::named("upstream").await;
+        let up_addr = up.addr.to_string();
         let gw = Gateway::try_run_in(
             dir,
             &["run"],
             &[
-                ("SLUICE_BIND", &public),
-                ("SLUICE_DEMO_BIND", &demo),
-                ("SLUICE_DEMO_UPSTREAM", &demo),
+                ("SLUICE_BIND", "127.0.0.1:0"),
+                ("SLUICE_DEMO_BIND", "127.0.0.1:0"),
+                ("SLUICE_DEMO_UPSTREAM", &up_addr),
                 ("SLUICE_ADMIN_BIND", "127.0.0.1:0"),
             ],
         )
@@ -135,16 +128,25 @@ async fn run_without_config_serves_the_shipped_configuration_from_file_or_embedd
             "{with_file}: {:?}",
             gw.stderr()
         );
+        let r = get(&gw.url("demo-upstream", "/anything"), &[]).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "hello from the demo upstream\n")
+        );
+        let public = gw.addr("public");
         let url = |p: &str| format!("http://{public}{p}");
         let r = get(&url("/echo"), &[]).await;
         assert_eq!(r.status, 200, "{r:?}");
         assert!(r.body.contains("\"path\":\"/echo\""), "{}", r.body);
         let r = get(&url("/demo/hello"), &[]).await;
-        assert_eq!(
-            (r.status, r.body.as_str()),
-            (200, "hello from the demo upstream\n")
-        );
+        assert_eq!((r.status, r.body.as_str()), (200, "upstream"));
         assert_eq!(r.header("x-served-by"), Some("sluice"));
+        // The prefix is stripped (the health checker's probes may come in between).
+        assert!(
+            up.seen().iter().any(|s| s.uri == "/hello"),
+            "{:?}",
+            up.seen()
+        );
         assert_eq!(get(&url("/api/hello"), &[]).await.status, 401);
         let r = get(&url("/api/hello"), &[("x-api-key", "sluice-demo-key")]).await;
         assert_eq!(r.status, 200, "{r:?}");
@@ -214,7 +216,7 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "one");
     let url = gw.url("main", "/held");
     let inflight = tokio::spawn(async move { get(&url, &[]).await });
-    arrived.recv().await.unwrap();
+    within(arrived.recv()).await.unwrap();
 
     std::fs::write(gw.config_path(), file("two")).unwrap();
     gw.signal("HUP");
@@ -224,7 +226,7 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     ));
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
     release.send(true).unwrap();
-    let r = inflight.await.unwrap();
+    let r = within(inflight).await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "finished"));
 
     std::fs::write(
@@ -258,6 +260,13 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
         .unwrap();
     assert!(rejected.contains("gateway.toml:1"), "{rejected}");
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
+}
+
+/// `f`, bounded: a test waiting on an event that never comes fails instead of hanging.
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("waited 20 s for an event that did not come")
 }
 
 /// An upstream that signals each request's arrival and answers `finished` only when
@@ -296,7 +305,7 @@ async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
         )));
         let url = gw.url("main", "/slow");
         let inflight = tokio::spawn(async move { get(&url, &[]).await });
-        arrived.recv().await.unwrap();
+        within(arrived.recv()).await.unwrap();
         gw.signal(sig);
         assert!(gw.wait_stderr(|l| l.contains("draining"), Duration::from_secs(10)));
         // New connections are refused once draining has begun.
@@ -306,11 +315,43 @@ async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
             "{sig}: listener still accepting during drain"
         );
         release.send(true).unwrap();
-        let r = inflight.await.unwrap();
+        let r = within(inflight).await.unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "finished"), "{sig}");
         let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
         assert!(status.success(), "{sig}: {status:?}");
     }
+}
+
+/// On an h2c listener a connection that has not yet sent its first bytes (a pre-connect,
+/// a TCP probe) does not hold up a drain: the gateway exits long before the head timeout
+/// or the drain timeout would end the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_connection_to_an_h2c_listener_does_not_delay_the_drain() {
+    let mut gw = Gateway::start(
+        "[gateway]\ndrain_timeout = \"30s\"\n\n[limits]\nheader_read_timeout = \"30s\"\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\n[[routes]]\nname = \"e\"\nrespond = \"echo\"\n",
+    );
+    // A connection that says nothing (and no other client connection, so that the
+    // descriptor count below changes only with it).
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let _silent = tokio::net::TcpStream::connect(gw.addr("main"))
+        .await
+        .unwrap();
+    // Wait until the gateway has accepted it (one more descriptor open), bounded.
+    let t = std::time::Instant::now();
+    while fds() <= before {
+        assert!(t.elapsed() < Duration::from_secs(10), "never accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gw.signal("TERM");
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("the drain waited on the silent connection");
+    assert!(status.success(), "{status:?}");
 }
 
 /// A request still in flight when `drain_timeout` runs out does not keep the gateway up:
@@ -329,7 +370,7 @@ async fn drain_timeout_closes_a_request_that_never_finishes_and_exits_zero() {
             .await
             .map(|r| r.status())
     });
-    arrived.recv().await.unwrap();
+    within(arrived.recv()).await.unwrap();
     let signalled = std::time::Instant::now();
     gw.signal("TERM");
     let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");

@@ -30,7 +30,8 @@ impl Activity {
         Self(Arc::new(AtomicU64::new(now_ms())))
     }
 
-    fn touch(&self) {
+    /// Sets the stamp to now.
+    pub fn touch(&self) {
         self.0.store(now_ms(), Ordering::Relaxed);
     }
 

@@ -141,9 +141,14 @@ async fn serve_connection(
     } else if listener.h2c {
         drop(snap);
         // The first bytes decide: the HTTP/2 preface, or HTTP/1.1. Both then get the same
-        // builders and limits as everywhere else.
-        let sniffed =
-            tokio::time::timeout(limits.header_read_timeout.get(), preface::sniff(tcp)).await;
+        // builders and limits as everywhere else. The wait for them is bounded by the head
+        // timeout and ends when the gateway drains; an HTTP/1.1 head then gets a head
+        // timeout of its own (so a client trickling a near-preface gets up to two).
+        let mut draining = shutdown.clone();
+        let sniffed = tokio::select! {
+            s = tokio::time::timeout(limits.header_read_timeout.get(), preface::sniff(tcp)) => s,
+            _ = draining.wait_for(|s| *s) => return,
+        };
         let (h2, io) = match sniffed {
             Ok(Ok(Some(x))) => x,
             Ok(Ok(None)) | Err(_) => return,
@@ -152,11 +157,41 @@ async fn serve_connection(
                 return;
             }
         };
+        // The bytes just read were activity: the idle clock starts now.
+        activity.touch();
         serve!(io, h2);
     } else {
         drop(snap);
         serve!(tcp, false);
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as servers do at
+/// start (nginx's `worker_rlimit_nofile`, Go's runtime): every client connection takes a
+/// descriptor, and a proxied one another upstream. Returns the (soft, hard) limits now in
+/// force.
+#[allow(unsafe_code)]
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit that only raises the soft limit to the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// Polls a connection to completion, starting a graceful shutdown when the gateway drains

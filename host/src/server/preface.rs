@@ -10,23 +10,22 @@
 use std::io;
 use std::io::Cursor;
 
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, Chain, Join, ReadHalf, WriteHalf, join, split,
-};
+use tokio::io::{AsyncReadExt, Chain, Join, join};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A stream whose first bytes were already read: they are read again before the rest.
-pub(super) type Rewound<T> = Join<Chain<Cursor<Vec<u8>>, ReadHalf<T>>, WriteHalf<T>>;
+/// A connection whose first bytes were already read: they are read again before the rest.
+/// The owned halves of a `TcpStream` take no lock per read or write.
+pub(super) type Rewound = Join<Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
 
-/// Reads from `io` until the bytes received complete the HTTP/2 preface or stop matching
-/// it. Returns whether they are the preface (`None` when the peer closed first), and `io`
-/// with those bytes put back in front of its stream.
-pub(super) async fn sniff<T: AsyncRead + AsyncWrite>(
-    io: T,
-) -> io::Result<Option<(bool, Rewound<T>)>> {
-    let (mut read, write) = split(io);
+/// Reads from `tcp` until the bytes received complete the HTTP/2 preface or stop matching
+/// it. Returns whether they are the preface (`None` when the peer closed first), and the
+/// connection with those bytes put back in front of its stream.
+pub(super) async fn sniff(tcp: TcpStream) -> io::Result<Option<(bool, Rewound)>> {
+    let (mut read, write) = tcp.into_split();
     let mut buf = [0u8; PREFACE.len()];
     let mut n = 0;
     let h2 = loop {
@@ -53,16 +52,22 @@ pub(super) async fn sniff<T: AsyncRead + AsyncWrite>(
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
 
+    /// Writes `chunks` from a client (then closes it) and sniffs the server side.
     async fn sniffed(chunks: &[&[u8]]) -> Option<(bool, Vec<u8>)> {
-        let (mut client, server) = tokio::io::duplex(1024);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
         let writer = tokio::spawn(async move {
+            let mut client = TcpStream::connect(addr).await.unwrap();
             for c in chunks {
                 client.write_all(&c).await.unwrap();
+                client.flush().await.unwrap();
             }
             // Dropping the client ends the stream.
         });
+        let (server, _) = listener.accept().await.unwrap();
         let r = sniff(server).await.unwrap();
         writer.await.unwrap();
         match r {
