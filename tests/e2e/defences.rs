@@ -1048,9 +1048,18 @@ fn open_fds(pid: i32) -> usize {
 async fn many_slowloris_connections_do_not_starve_normal_clients() {
     const SLOW: usize = 1000;
     const NORMAL: usize = 200;
-    const HEAD_TIMEOUT: Duration = Duration::from_secs(6);
+    // Long enough for the normal client to finish on a loaded machine before any
+    // slowloris connection is due to be cut.
+    const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+    // This process holds the 1000 sockets too (the gateway raises its own limit).
+    let (files, _) = sluice::server::raise_open_files_limit().unwrap();
+    assert!(
+        files >= 2 * SLOW as u64 + 256,
+        "this test needs {} open files; the hard limit allows {files} (ulimit -Hn)",
+        2 * SLOW + 256
+    );
     let up = Upstream::named("up").await;
-    let gw = Gateway::start(&slow_cfg(up.addr, "6s", "30s"));
+    let gw = Gateway::start(&slow_cfg(up.addr, "10s", "30s"));
     let addr = gw.addr("main");
     assert_eq!(get(&gw.url("main", "/warm"), &[]).await.status, 200);
     let baseline = open_fds(gw.pid());

@@ -734,6 +734,7 @@ async fn websocket_route_tunnels_messages_to_the_upstream_and_back() {
             "bind = \"127.0.0.1:0\"\n",
             &format!("bind = \"127.0.0.1:0\"\nh2c = {h2c}\n"),
         );
+        assert!(cfg.contains(&format!("h2c = {h2c}")), "{cfg}");
         let gw = Gateway::start(&cfg);
         let (mut ws, resp) = tokio::time::timeout(
             WAIT,

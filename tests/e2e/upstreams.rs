@@ -52,10 +52,20 @@ fn weighted(addr: SocketAddr, weight: u32) -> String {
     format!("{{ address = \"{addr}\", weight = {weight} }}")
 }
 
-/// An address on which nothing listens: bound, then released.
-async fn refused_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
+/// An address that refuses connections: a socket bound to it that never listens. Keep it
+/// alive for the test: while it is bound, no other test can be handed the port.
+struct Refusing {
+    addr: SocketAddr,
+    _socket: TcpSocket,
+}
+
+async fn refused_addr() -> Refusing {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    Refusing {
+        addr: socket.local_addr().expect("addr"),
+        _socket: socket,
+    }
 }
 
 /// Sends `req` on `client` (bounded in time) and reads the whole response.
@@ -502,12 +512,12 @@ async fn every_target_failing_health_checks_answers_503_no_healthy_upstream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_connection_answers_502_upstream_connect_failed() {
-    let addr = refused_addr().await;
-    let gw = gateway(&[target(addr)], "", "");
+    let refused = refused_addr().await;
+    let gw = gateway(&[target(refused.addr)], "", "");
     let r = get_on(&sluice_tests::client(), &gw.url("main", "/"), &[]).await;
     assert_gateway_error(&r, 502, "upstream_connect_failed");
     let msg = r.json()["message"].as_str().unwrap().to_string();
-    assert!(msg.contains(&addr.to_string()), "{msg}");
+    assert!(msg.contains(&refused.addr.to_string()), "{msg}");
 }
 
 /// A target that refuses connections is ejected after consecutive failures like one that
@@ -517,7 +527,7 @@ async fn passive_ejection_takes_out_a_target_that_refuses_connections() {
     let refused = refused_addr().await;
     let b = Upstream::named("b").await;
     let gw = gateway(
-        &[target(refused), target(b.addr)],
+        &[target(refused.addr), target(b.addr)],
         "retry = { attempts = 0 }\npassive = { consecutive_failures = 2, ejection_time = \"60s\" }",
         "",
     );
@@ -710,7 +720,7 @@ async fn get_is_retried_on_the_other_target_when_the_first_refuses_connections()
     let refused = refused_addr().await;
     let b = Upstream::named("b").await;
     // Round robin tries the first target first.
-    let gw = gateway(&[target(refused), target(b.addr)], "", "");
+    let gw = gateway(&[target(refused.addr), target(b.addr)], "", "");
     let r = get_on(&sluice_tests::client(), &gw.url("main", "/"), &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "b"));
     assert_eq!(b.hits(), 1);
@@ -721,7 +731,7 @@ async fn retry_attempts_zero_disables_retries() {
     let refused = refused_addr().await;
     let b = Upstream::named("b").await;
     let gw = gateway(
-        &[target(refused), target(b.addr)],
+        &[target(refused.addr), target(b.addr)],
         "retry = { attempts = 0 }",
         "",
     );
@@ -791,7 +801,7 @@ async fn post_without_body_is_not_retried_after_it_reached_an_upstream_that_rese
 async fn post_without_body_is_retried_on_the_other_target_when_the_first_refuses_connections() {
     let refused = refused_addr().await;
     let b = Upstream::named("b").await;
-    let gw = gateway(&[target(refused), target(b.addr)], "", "");
+    let gw = gateway(&[target(refused.addr), target(b.addr)], "", "");
     let req = Request::post(gw.url("main", "/orders"))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -809,7 +819,7 @@ async fn retries_are_limited_by_the_retry_budget() {
         let refused = refused_addr().await;
         let b = Upstream::named("b").await;
         let gw = gateway(
-            &[target(refused), target(b.addr)],
+            &[target(refused.addr), target(b.addr)],
             &format!("retry = {{ attempts = 1, budget_ratio = {ratio:?}, min_per_second = 0 }}"),
             "",
         );

@@ -294,10 +294,9 @@ pub async fn compile_pipeline(
                 on_failure: p.on_failure,
                 failure_status: status,
             }),
-            // A configuration the policy refused points at its `config` (the line of the
-            // policy's table when it has none).
+            // A configuration the policy refused points at its `config`, when it has one.
             Err(e) => issues.push(Issue::new(
-                if matches!(e, PolicyError::Init(_)) {
+                if matches!(e, PolicyError::Init(_)) && !p.config.is_empty() {
                     pat.key("config")
                 } else {
                     pat.clone()

@@ -53,11 +53,9 @@ impl Config {
             return Err("nothing to do: set `headers`, `query` or `path`".into());
         }
         if let Some(p) = &self.path
-            && (!p.starts_with('/') || !p.bytes().all(is_path_byte))
+            && let Err(why) = check_path(p)
         {
-            return Err(format!(
-                "`path`: {p:?} is not an absolute path (it starts with `/`; no spaces, controls, `?` or `#`)"
-            ));
+            return Err(format!("`path`: {p:?} {why}"));
         }
         let h = &mut self.headers;
         let names = h
@@ -107,10 +105,34 @@ fn lower_keys(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Bytes allowed in a path as written in the configuration: visible ASCII other than `?`
-/// and `#` (percent-encode anything else).
-fn is_path_byte(b: u8) -> bool {
-    b.is_ascii_graphic() && b != b'?' && b != b'#'
+/// Checks an absolute path (RFC 3986 `path-absolute`): it starts with one `/`; segments hold
+/// unreserved characters, sub-delimiters, `:`, `@` and well-formed `%XX` escapes; no `.` or
+/// `..` segment (an upstream would resolve it away, which is not what was configured).
+fn check_path(p: &str) -> Result<(), &'static str> {
+    if !p.starts_with('/') || p.starts_with("//") {
+        return Err("must start with a single `/`");
+    }
+    let b = p.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return Err("has a `%` not followed by two hexadecimal digits");
+                }
+                i += 3;
+                continue;
+            }
+            c if c.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&c) => {}
+            _ => return Err("holds a character a path may not (percent-encode it)"),
+        }
+        i += 1;
+    }
+    if p.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err("has a `.` or `..` segment");
+    }
+    Ok(())
 }
 
 /// RFC 9110 token characters (header names).
@@ -144,6 +166,20 @@ mod tests {
     }
 
     #[test]
+    fn paths_with_escapes_and_sub_delimiters_are_accepted() {
+        for p in [
+            "/",
+            "/v2/users",
+            "/a%20b/c%2F",
+            "/x;v=1/@me:1/~u/a-b_c.d",
+            "/a/",
+        ] {
+            let c = parse(json!({ "path": p })).unwrap();
+            assert_eq!(c.path.as_deref(), Some(p));
+        }
+    }
+
+    #[test]
     fn rejections() {
         let cases = [
             (json!({}), "nothing to do"),
@@ -164,10 +200,19 @@ mod tests {
                 "unknown field",
             ),
             (json!({ "header": {} }), "unknown field"),
-            (json!({ "path": "v2/users" }), "not an absolute path"),
-            (json!({ "path": "/a b" }), "not an absolute path"),
-            (json!({ "path": "/a?b=1" }), "not an absolute path"),
-            (json!({ "path": "/a\nb" }), "not an absolute path"),
+            (json!({ "path": "v2/users" }), "single `/`"),
+            (json!({ "path": "//evil.example/x" }), "single `/`"),
+            (json!({ "path": "/a b" }), "percent-encode"),
+            (json!({ "path": "/a?b=1" }), "percent-encode"),
+            (json!({ "path": "/a#b" }), "percent-encode"),
+            (json!({ "path": "/a\nb" }), "percent-encode"),
+            (json!({ "path": "/a<b" }), "percent-encode"),
+            (json!({ "path": "/a\\b" }), "percent-encode"),
+            (json!({ "path": "/caf\u{e9}" }), "percent-encode"),
+            (json!({ "path": "/a%zz" }), "hexadecimal"),
+            (json!({ "path": "/a%2" }), "hexadecimal"),
+            (json!({ "path": "/a/../admin" }), "`..` segment"),
+            (json!({ "path": "/a/./b" }), "`..` segment"),
         ];
         for (v, expected) in cases {
             let err = parse(v.clone()).unwrap_err();
