@@ -170,6 +170,9 @@ async fn serve_connection(
 /// start (nginx's `worker_rlimit_nofile`, Go's runtime): every client connection takes a
 /// descriptor, and a proxied one another upstream. Returns the (soft, hard) limits now in
 /// force.
+///
+/// # Errors
+/// The OS error of `getrlimit` or `setrlimit`.
 #[allow(unsafe_code)]
 pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
@@ -180,9 +183,12 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if lim.rlim_cur < lim.rlim_max {
+    // An unlimited hard limit is capped at Linux's default `fs.nr_open` (2^20): the kernel
+    // refuses a soft limit above that.
+    let target = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur < target {
         let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
+            rlim_cur: target,
             rlim_max: lim.rlim_max,
         };
         // SAFETY: `raised` is a valid rlimit that only raises the soft limit to the hard one.
