@@ -44,8 +44,8 @@ BIN=${SLUICE_BIN:-target/release/sluice}
 PLUGINS=${PLUGINS_DIR:-plugins/target/wasm32-unknown-unknown/release}
 COMPONENTS=(noop echo_attrs key_auth rate_limit analytics cors ip_restriction request_transformer kv_probe body_check)
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 command -v curl >/dev/null || die "curl not found (apt-get install -y curl)"
 [[ -x $BIN ]] || die "$BIN not found: run \`cargo build --release -p sluice\` (or set SLUICE_BIN)"

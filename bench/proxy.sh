@@ -71,8 +71,8 @@ PLUGINS=${PLUGINS_DIR:-plugins/target/wasm32-unknown-unknown/release}
 PROFILE=${PROFILE:-0}
 API_KEY=bench-key-5b2e7f0c
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 for tool in nginx wrk curl; do
     command -v $tool >/dev/null || die "$tool not found (apt-get install -y nginx-light wrk curl)"
@@ -185,20 +185,9 @@ EOF
 } >"$WORK/nginx.conf"
 
 KEY_SHA=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
-cat >"$WORK/gateway.toml" <<EOF
-[admin]
-enabled = false
-
-[gateway]
-workers = 1
-drain_timeout = "1s"
-log_level = "info"
-
-[access_log]
-enabled = false
-
-[policy]
-cache_dir = "$WORK/cache"
+{
+    bench_gateway "$WORK/cache"
+    cat <<EOF
 
 [[listeners]]
 name = "bench"
@@ -239,6 +228,7 @@ config = { header = "x-api-key", consumers = [{ name = "bench", key_sha256 = "$K
 plugin = "rate-limit"
 config = { requests = 10000000, window = "1s", key = "consumer" }
 EOF
+} >"$WORK/gateway.toml"
 
 # ---------------------------------------------------------------- start the servers
 wait_http() { # $1: url

@@ -31,8 +31,8 @@ BIN=${SLUICE_BIN:-target/dist/sluice}
 PLUGINS=${PLUGINS_DIR:-plugins/target/wasm32-unknown-unknown/release}
 CPU=${CPU:-1}
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# shellcheck source=bench/common.sh
+. bench/common.sh
 [[ -x $BIN ]] || die "$BIN not found (build it, or set SLUICE_BIN)"
 BIN=$(realpath "$BIN")
 PLUGINS=$(realpath "$PLUGINS")
@@ -57,19 +57,8 @@ KEY_SHA=$(printf %s bench-key | sha256sum | cut -d' ' -f1)
 # upstream connection, and the load below goes to the static route /ok/.
 UPSTREAM_PORT=${UPSTREAM_PORT:-9}
 base() {
+    bench_gateway "$WORK/cache"
     cat <<EOF
-[admin]
-enabled = false
-
-[gateway]
-workers = 1
-drain_timeout = "1s"
-
-[access_log]
-enabled = false
-
-[policy]
-cache_dir = "$WORK/cache"
 
 [[listeners]]
 name = "bench"

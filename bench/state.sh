@@ -47,8 +47,8 @@ BIN=${SLUICE_BIN:-target/release/sluice}
 PLUGINS=${PLUGINS_DIR:-plugins/target/wasm32-unknown-unknown/release}
 ROUTES=(none local redis hybrid)
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 for tool in redis-server redis-cli curl jq oha; do
     command -v $tool >/dev/null || die "$tool not found (apt-get install -y redis-server curl jq; cargo install --locked oha)"
@@ -97,19 +97,10 @@ RCLI=(redis-cli -h 127.0.0.1 -p "$REDIS_PORT")
 
 # ---------------------------------------------------------------- sluice
 {
+    bench_gateway "$WORK/cache"
     cat <<EOF
-[admin]
-enabled = false
-
-[gateway]
-workers = 1
-drain_timeout = "1s"
-[access_log]
-enabled = false
 [state]
 path = "$WORK/state/sluice.redb"
-[policy]
-cache_dir = "$WORK/cache"
 [redis]
 url = "redis://127.0.0.1:$REDIS_PORT"
 command_timeout = "50ms"
