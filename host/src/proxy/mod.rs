@@ -102,7 +102,7 @@ pub async fn handle(
     let (parts, body) = resp.into_parts();
     let log = log.map(|mut l| {
         l.record.status = parts.status.as_u16();
-        l.record.route = outcome.route.as_deref().map(str::to_string);
+        l.record.route = outcome.route;
         l.record.upstream = outcome.upstream;
         l.record.client = outcome.client.to_string();
         l

@@ -20,8 +20,8 @@ pub struct Record {
     pub time: String,
     /// Listener name.
     pub listener: String,
-    /// Matched route, if any.
-    pub route: Option<String>,
+    /// Matched route, if any (the route's own name, shared).
+    pub route: Option<std::sync::Arc<str>>,
     /// Method.
     pub method: String,
     /// Path (without query).
