@@ -27,6 +27,14 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// `f`, bounded by `limit`: a test waiting for an event that never comes fails (naming the
+/// wait) instead of hanging.
+pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("waited {limit:?} for an event that did not come"))
+}
+
 /// Absolute path of a policy component built by `just plugins` (`name` as the crate's file
 /// stem, e.g. `key_auth`).
 pub fn plugin_path(name: &str) -> std::path::PathBuf {

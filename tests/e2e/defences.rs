@@ -1034,12 +1034,6 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     assert_eq!(up.hits(), N + 2);
 }
 
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// Battery row 11 at its scale: 1000 slowloris connections trickling their heads while a
 /// normal client makes 200 requests, each on a new connection: every normal request
 /// succeeds, every slowloris connection is cut at the head deadline, and the gateway's open
@@ -1062,7 +1056,7 @@ async fn many_slowloris_connections_do_not_starve_normal_clients() {
     let gw = Gateway::start(&slow_cfg(up.addr, "10s", "30s"));
     let addr = gw.addr("main");
     assert_eq!(get(&gw.url("main", "/warm"), &[]).await.status, 200);
-    let baseline = open_fds(gw.pid());
+    let baseline = gw.open_fds();
 
     let start = Instant::now();
     let cut = Arc::new(AtomicUsize::new(0));
@@ -1128,7 +1122,7 @@ async fn many_slowloris_connections_do_not_starve_normal_clients() {
 
     // Every slowloris socket is gone from the gateway too: a client sees end of stream only
     // after the gateway has closed its side.
-    let fds = open_fds(gw.pid());
+    let fds = gw.open_fds();
     assert!(
         fds <= baseline + 8,
         "{fds} descriptors open, {baseline} before the attack"

@@ -2,12 +2,11 @@
 //! here: the advertised and enforced `h2_max_concurrent_streams`, and the guard against
 //! rapid-reset floods (CVE-2023-44487).
 
-use std::future::Future;
 use std::time::Duration;
 
 use http::Response;
 use sluice_tests::upstream::full;
-use sluice_tests::{Gateway, Upstream};
+use sluice_tests::{Gateway, Upstream, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -102,11 +101,11 @@ impl RawH2 {
     /// The next frame, or `None` once the server closed the connection.
     async fn next(&mut self) -> Option<Frame> {
         let mut head = [0u8; 9];
-        within(self.tcp.read_exact(&mut head)).await.ok()?;
+        within(HANG, self.tcp.read_exact(&mut head)).await.ok()?;
         let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
         let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
         let mut payload = vec![0u8; len];
-        within(self.tcp.read_exact(&mut payload)).await.ok()?;
+        within(HANG, self.tcp.read_exact(&mut payload)).await.ok()?;
         Some(Frame(head[3], head[4], stream, payload))
     }
 
@@ -119,12 +118,6 @@ impl RawH2 {
         }
         None
     }
-}
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(HANG, f)
-        .await
-        .expect("the gateway neither answered nor closed the connection")
 }
 
 fn error_code(payload: &[u8], at: usize) -> u32 {

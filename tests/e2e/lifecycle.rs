@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use sluice_tests::gateway::validate;
-use sluice_tests::{Gateway, Upstream, get};
+use sluice_tests::{Gateway, Upstream, get, within};
+
+/// How long a test waits for an event (a request reaching its upstream, an answer).
+const WAIT: Duration = Duration::from_secs(20);
 
 use crate::config;
 
@@ -216,7 +219,7 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "one");
     let url = gw.url("main", "/held");
     let inflight = tokio::spawn(async move { get(&url, &[]).await });
-    within(arrived.recv()).await.unwrap();
+    within(WAIT, arrived.recv()).await.unwrap();
 
     std::fs::write(gw.config_path(), file("two")).unwrap();
     gw.signal("HUP");
@@ -226,7 +229,7 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     ));
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
     release.send(true).unwrap();
-    let r = within(inflight).await.unwrap();
+    let r = within(WAIT, inflight).await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "finished"));
 
     std::fs::write(
@@ -260,13 +263,6 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
         .unwrap();
     assert!(rejected.contains("gateway.toml:1"), "{rejected}");
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
-}
-
-/// `f`, bounded: a test waiting on an event that never comes fails instead of hanging.
-async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .expect("waited 20 s for an event that did not come")
 }
 
 /// An upstream that signals each request's arrival and answers `finished` only when
@@ -305,7 +301,7 @@ async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
         )));
         let url = gw.url("main", "/slow");
         let inflight = tokio::spawn(async move { get(&url, &[]).await });
-        within(arrived.recv()).await.unwrap();
+        within(WAIT, arrived.recv()).await.unwrap();
         gw.signal(sig);
         assert!(gw.wait_stderr(|l| l.contains("draining"), Duration::from_secs(10)));
         // New connections are refused once draining has begun.
@@ -315,7 +311,7 @@ async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
             "{sig}: listener still accepting during drain"
         );
         release.send(true).unwrap();
-        let r = within(inflight).await.unwrap();
+        let r = within(WAIT, inflight).await.unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "finished"), "{sig}");
         let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
         assert!(status.success(), "{sig}: {status:?}");
@@ -332,18 +328,13 @@ async fn a_silent_connection_to_an_h2c_listener_does_not_delay_the_drain() {
     );
     // A connection that says nothing (and no other client connection, so that the
     // descriptor count below changes only with it).
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
-            .unwrap()
-            .count()
-    };
-    let before = fds();
+    let before = gw.open_fds();
     let _silent = tokio::net::TcpStream::connect(gw.addr("main"))
         .await
         .unwrap();
     // Wait until the gateway has accepted it (one more descriptor open), bounded.
     let t = std::time::Instant::now();
-    while fds() <= before {
+    while gw.open_fds() <= before {
         assert!(t.elapsed() < Duration::from_secs(10), "never accepted");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -370,7 +361,7 @@ async fn drain_timeout_closes_a_request_that_never_finishes_and_exits_zero() {
             .await
             .map(|r| r.status())
     });
-    within(arrived.recv()).await.unwrap();
+    within(WAIT, arrived.recv()).await.unwrap();
     let signalled = std::time::Instant::now();
     gw.signal("TERM");
     let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
