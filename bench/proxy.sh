@@ -187,47 +187,8 @@ EOF
 KEY_SHA=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
 {
     bench_gateway "$WORK/cache"
-    cat <<EOF
-
-[[listeners]]
-name = "bench"
-bind = "127.0.0.1:0"
-
-[upstreams.up]
-targets = [{ address = "127.0.0.1:$UP_PORT" }]
-
-[plugins.analytics]
-path = "$PLUGINS/analytics.wasm"
-grants = ["analytics", "clock"]
-
-[plugins.key-auth]
-path = "$PLUGINS/key_auth.wasm"
-grants = ["kv", "log"]
-
-[plugins.rate-limit]
-path = "$PLUGINS/rate_limit.wasm"
-grants = ["rate-limit"]
-
-[[routes]]
-name = "plain"
-upstream = "up"
-
-[[routes]]
-name = "pipeline"
-path_prefix = "/pipeline/"
-upstream = "up"
-
-[[routes.policies]]
-plugin = "analytics"
-
-[[routes.policies]]
-plugin = "key-auth"
-config = { header = "x-api-key", consumers = [{ name = "bench", key_sha256 = "$KEY_SHA" }] }
-
-[[routes.policies]]
-plugin = "rate-limit"
-config = { requests = 10000000, window = "1s", key = "consumer" }
-EOF
+    bench_plain_route "127.0.0.1:$UP_PORT"
+    bench_demo_pipeline "$PLUGINS" "$KEY_SHA"
 } >"$WORK/gateway.toml"
 
 # ---------------------------------------------------------------- start the servers

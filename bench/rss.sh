@@ -58,18 +58,8 @@ KEY_SHA=$(printf %s bench-key | sha256sum | cut -d' ' -f1)
 UPSTREAM_PORT=${UPSTREAM_PORT:-9}
 base() {
     bench_gateway "$WORK/cache"
+    bench_plain_route "127.0.0.1:$UPSTREAM_PORT"
     cat <<EOF
-
-[[listeners]]
-name = "bench"
-bind = "127.0.0.1:0"
-
-[upstreams.up]
-targets = [{ address = "127.0.0.1:$UPSTREAM_PORT" }]
-
-[[routes]]
-name = "plain"
-upstream = "up"
 
 [[routes]]
 name = "ok"
@@ -88,26 +78,14 @@ route() { # $1: name, then policy tables
     for p in "$@"; do printf '\n[[routes.policies]]\n%s\n' "$p"; done
 }
 
-# The demo pipeline of proxy.sh: its 3 plugins and the route `pipeline` using them.
-demo_pipeline() {
-    plugin analytics analytics '["analytics", "clock"]'
-    plugin key-auth key_auth '["kv", "log"]'
-    plugin rate-limit rate_limit '["rate-limit"]'
-    route pipeline 'plugin = "analytics"' \
-        "plugin = \"key-auth\"
-config = { header = \"x-api-key\", consumers = [{ name = \"bench\", key_sha256 = \"$KEY_SHA\" }] }" \
-        'plugin = "rate-limit"
-config = { requests = 10000000, window = "1s", key = "consumer" }'
-}
-
 base >"$WORK/none.toml"
 {
     base
-    demo_pipeline
+    bench_demo_pipeline "$PLUGINS" "$KEY_SHA"
 } >"$WORK/demo.toml"
 {
     base
-    demo_pipeline
+    bench_demo_pipeline "$PLUGINS" "$KEY_SHA"
     plugin jwt-auth jwt_auth '["clock", "log", "kv", "outbound-http"]'
     plugin cors cors '[]'
     plugin ip-restriction ip_restriction '[]'
