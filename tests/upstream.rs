@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 /// The body type test upstreams answer with.
@@ -50,6 +51,25 @@ impl Upstream {
     /// An upstream answering 200 with body `name` to every request.
     pub async fn named(name: &'static str) -> Self {
         Self::with(move |_req| async move { Response::new(full(name)) }).await
+    }
+
+    /// An upstream answering `name`, but holding each request until the test adds a permit
+    /// to the returned gate (never, if it adds none); every request announces itself on the
+    /// returned channel first.
+    pub async fn held(name: &'static str) -> (Self, Arc<Semaphore>, mpsc::UnboundedReceiver<()>) {
+        let gate = Arc::new(Semaphore::new(0));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let g = gate.clone();
+        let up = Self::with(move |_req| {
+            let (g, tx) = (g.clone(), tx.clone());
+            async move {
+                let _ = tx.send(());
+                let _permit = g.acquire().await.expect("gate");
+                Response::new(full(name))
+            }
+        })
+        .await;
+        (up, gate, rx)
     }
 
     /// An upstream answering with `handler`.

@@ -208,7 +208,7 @@ fn validate_reports_a_policy_that_does_not_fit_in_the_instance_pool() {
 /// line naming the problem, and the running configuration keeps serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
-    let (held, mut arrived, release) = held_upstream().await;
+    let (held, release, mut arrived) = Upstream::held("finished").await;
     let file = |body: &str| {
         config(&format!(
             "[upstreams.h]\ntargets = [{{ address = \"{}\" }}]\n\n[[routes]]\nname = \"held\"\npath = \"/held\"\nupstream = \"h\"\n\n[[routes]]\nname = \"r\"\npath = \"/\"\nrespond = {{ static = {{ body = \"{body}\" }} }}\n",
@@ -228,7 +228,7 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
         Duration::from_secs(10)
     ));
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
-    release.send(true).unwrap();
+    release.add_permits(1);
     let r = within(WAIT, inflight).await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "finished"));
 
@@ -265,36 +265,11 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
 }
 
-/// An upstream that signals each request's arrival and answers `finished` only when
-/// `release` is sent (never, if it is dropped unsent).
-async fn held_upstream() -> (
-    Upstream,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-    tokio::sync::watch::Sender<bool>,
-) {
-    let (arrived_tx, arrived_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (release, released) = tokio::sync::watch::channel(false);
-    let up = Upstream::with(move |_req| {
-        let arrived = arrived_tx.clone();
-        let mut released = released.clone();
-        async move {
-            let _ = arrived.send(());
-            let _ = released.wait_for(|r| *r).await;
-            if !*released.borrow() {
-                std::future::pending::<()>().await;
-            }
-            http::Response::new(sluice_tests::upstream::full("finished"))
-        }
-    })
-    .await;
-    (up, arrived_rx, release)
-}
-
 /// SIGTERM and SIGINT alike: stop accepting, let the request in flight finish, exit 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
     for sig in ["TERM", "INT"] {
-        let (up, mut arrived, release) = held_upstream().await;
+        let (up, release, mut arrived) = Upstream::held("finished").await;
         let mut gw = Gateway::start(&config(&format!(
             "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
             up.addr
@@ -310,7 +285,7 @@ async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
             refused.is_err(),
             "{sig}: listener still accepting during drain"
         );
-        release.send(true).unwrap();
+        release.add_permits(1);
         let r = within(WAIT, inflight).await.unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "finished"), "{sig}");
         let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
@@ -349,7 +324,7 @@ async fn a_silent_connection_to_an_h2c_listener_does_not_delay_the_drain() {
 /// its connection is closed and the process exits 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_timeout_closes_a_request_that_never_finishes_and_exits_zero() {
-    let (up, mut arrived, _release) = held_upstream().await;
+    let (up, _release, mut arrived) = Upstream::held("finished").await;
     let mut gw = Gateway::start(&format!(
         "[gateway]\ndrain_timeout = \"300ms\"\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
         up.addr

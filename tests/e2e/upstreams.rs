@@ -24,7 +24,6 @@ use sluice_tests::upstream::{Body, full};
 use sluice_tests::{Gateway, Resp, Upstream};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config;
@@ -120,24 +119,6 @@ fn assert_gateway_error(r: &Resp, status: u16, code: &str) {
     );
 }
 
-/// An upstream answering `name`, but holding each request until the test adds a permit to
-/// the returned gate; every request announces itself on the returned channel first.
-async fn held(name: &'static str) -> (Upstream, Arc<Semaphore>, mpsc::UnboundedReceiver<()>) {
-    let gate = Arc::new(Semaphore::new(0));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let g = gate.clone();
-    let up = Upstream::with(move |_req| {
-        let (g, tx) = (g.clone(), tx.clone());
-        async move {
-            let _ = tx.send(());
-            let _permit = g.acquire().await.expect("gate");
-            Response::new(full(name))
-        }
-    })
-    .await;
-    (up, gate, rx)
-}
-
 /// An upstream answering `name` to requests, and 200 or 500 to `/healthz` as `healthy` says.
 async fn checked(name: &'static str, healthy: Arc<AtomicBool>) -> Upstream {
     Upstream::with(move |req: Request<Incoming>| {
@@ -202,7 +183,7 @@ async fn weighted_random_splits_requests_close_to_the_weights() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn least_request_sends_new_requests_away_from_a_busy_target() {
-    let (a, release_a, mut entered_a) = held("a").await;
+    let (a, release_a, mut entered_a) = Upstream::held("a").await;
     let b = Upstream::named("b").await;
     let gw = gateway(
         &[target(a.addr), target(b.addr)],
@@ -617,7 +598,7 @@ async fn unanswered_connect_answers_504_upstream_connect_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn circuit_breaker_answers_503_circuit_open_beyond_its_limits() {
-    let (a, release, mut entered) = held("a").await;
+    let (a, release, mut entered) = Upstream::held("a").await;
     let gw = gateway(
         &[target(a.addr)],
         "circuit_breaker = { max_concurrent = 1, max_pending = 0 }",
