@@ -10,7 +10,7 @@
 use std::io;
 use std::io::Cursor;
 
-use tokio::io::{AsyncReadExt, Chain, Join, join};
+use tokio::io::{AsyncReadExt, Chain, Join, Take, join};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -19,7 +19,8 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection whose first bytes were already read: they are read again before the rest.
 /// The owned halves of a `TcpStream` take no lock per read or write.
-pub(super) type Rewound = Join<Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
+pub(super) type Rewound =
+    Join<Chain<Take<Cursor<[u8; PREFACE.len()]>>, OwnedReadHalf>, OwnedWriteHalf>;
 
 /// Reads from `tcp` until the bytes received complete the HTTP/2 preface or stop matching
 /// it. Returns whether they are the preface (`None` when the peer closed first), and the
@@ -44,7 +45,7 @@ pub(super) async fn sniff(tcp: TcpStream) -> io::Result<Option<(bool, Rewound)>>
             break true;
         }
     };
-    let seen = Cursor::new(buf[..n].to_vec());
+    let seen = Cursor::new(buf).take(n as u64);
     Ok(Some((h2, join(seen.chain(read), write))))
 }
 
