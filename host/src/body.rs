@@ -1,6 +1,11 @@
 //! Body types shared by the proxy and the upstream client.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 
 /// A boxed, thread-safe error.
@@ -42,4 +47,137 @@ impl std::error::Error for BodyError {
 pub fn limited(body: BoxBody, limit: u64) -> BoxBody {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     http_body_util::Limited::new(body.map_err(BodyError), limit).boxed_unsync()
+}
+
+/// The slowest a request body may arrive: on average at least `bytes_per_sec` from its first
+/// byte on, checked once `grace` has passed (the defence against slow-body attacks; a body
+/// that stops altogether is the idle timeout's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    /// Bytes per second.
+    pub bytes_per_sec: u64,
+    /// Time before the rate is first checked.
+    pub grace: Duration,
+}
+
+impl MinRate {
+    /// Whether `bytes` received in `elapsed` fall below the rate (never within the grace).
+    pub fn is_behind(&self, bytes: u64, elapsed: Duration) -> bool {
+        elapsed > self.grace && (bytes as f64) < self.bytes_per_sec as f64 * elapsed.as_secs_f64()
+    }
+}
+
+/// The error of a body that arrived slower than its [`MinRate`].
+#[derive(Debug)]
+pub struct TooSlow {
+    /// The rate it fell below, in bytes per second.
+    pub bytes_per_sec: u64,
+}
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body arrived slower than {} bytes/s",
+            self.bytes_per_sec
+        )
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
+/// The [`TooSlow`] somewhere in `e`'s chain of sources.
+pub fn too_slow<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a TooSlow> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(t) = c.downcast_ref::<TooSlow>() {
+            return Some(t);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// `body` failing with [`TooSlow`] when it arrives slower than `min`.
+pub fn min_rate(body: BoxBody, min: MinRate) -> BoxBody {
+    RateGuarded {
+        inner: body,
+        min,
+        start: None,
+        bytes: 0,
+    }
+    .boxed_unsync()
+}
+
+struct RateGuarded {
+    inner: BoxBody,
+    min: MinRate,
+    start: Option<Instant>,
+    bytes: u64,
+}
+
+impl Body for RateGuarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let start = *this.start.get_or_insert_with(Instant::now);
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.bytes += data.len() as u64;
+            if this.min.is_behind(this.bytes, start.elapsed()) {
+                return Poll::Ready(Some(Err(Box::new(TooSlow {
+                    bytes_per_sec: this.min.bytes_per_sec,
+                }))));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: MinRate = MinRate {
+        bytes_per_sec: 240,
+        grace: Duration::from_secs(5),
+    };
+
+    #[test]
+    fn min_rate_is_never_behind_within_the_grace_period() {
+        assert!(!MIN.is_behind(0, Duration::from_secs(5)));
+        assert!(!MIN.is_behind(1, Duration::from_millis(4_999)));
+    }
+
+    #[test]
+    fn min_rate_averages_over_the_whole_body_after_the_grace_period() {
+        // 6 s at 240 B/s owes 1440 bytes.
+        assert!(MIN.is_behind(1_439, Duration::from_secs(6)));
+        assert!(!MIN.is_behind(1_440, Duration::from_secs(6)));
+        // A fast start covers a later lull.
+        assert!(!MIN.is_behind(100_000, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn too_slow_is_found_through_wrapping_errors() {
+        let inner: BoxError = Box::new(TooSlow { bytes_per_sec: 7 });
+        let wrapped = BodyError(inner);
+        assert_eq!(too_slow(&wrapped).map(|t| t.bytes_per_sec), Some(7));
+        assert!(too_slow(&BodyError("other".into())).is_none());
+    }
 }

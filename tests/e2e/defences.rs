@@ -1,20 +1,18 @@
 //! Protocol defences (security battery rows 1, 2 and 11): HTTP/1.1 framing attacks over a raw
-//! socket, `Upgrade: h2c`, hop-by-hop and X-Forwarded-* hygiene, request-head limits, and slow
-//! clients (slowloris, slow body, slow read, idle keep-alive, the connection cap).
+//! socket, `Upgrade: h2c`, hop-by-hop and X-Forwarded-* hygiene and request-head limits.
+//! Slow clients (row 11) are in `slow_clients`.
 //!
 //! Every framing attack carries a second request (`GET /smuggled`) hidden where a parser that
 //! disagreed with the gateway's reading would find it; the upstream must never see it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
-use sluice_tests::upstream::{Body, full};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sluice_tests::upstream::full;
 use sluice_tests::{Gateway, RawReply, Upstream, get, raw};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,10 +21,10 @@ use tokio::net::TcpStream;
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
 
 /// How long any single socket read may wait before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(5);
+pub(super) const HANG: Duration = Duration::from_secs(5);
 
 /// A gateway configuration: `gateway` goes into `[gateway]`, `rest` after the listener.
-fn cfg(gateway: &str, rest: &str) -> String {
+pub(super) fn cfg(gateway: &str, rest: &str) -> String {
     format!(
         "[gateway]\ndrain_timeout = \"5s\"\n{gateway}\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n{rest}"
     )
@@ -40,7 +38,7 @@ fn cfg_h2c(h2c: bool, rest: &str) -> String {
 }
 
 /// Upstream `u` at `addr` with one catch-all route `r`, plus `extra` TOML (e.g. `[limits]`).
-fn proxy_to(addr: SocketAddr, extra: &str) -> String {
+pub(super) fn proxy_to(addr: SocketAddr, extra: &str) -> String {
     format!(
         "{extra}\n[upstreams.u]\ntargets = [{{ address = \"{addr}\" }}]\n\n[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\n"
     )
@@ -48,14 +46,14 @@ fn proxy_to(addr: SocketAddr, extra: &str) -> String {
 
 /// A request the upstream received completely (or whose body failed).
 #[derive(Debug, Clone)]
-struct Got {
-    uri: String,
-    body: Result<Vec<u8>, String>,
+pub(super) struct Got {
+    pub(super) uri: String,
+    pub(super) body: Result<Vec<u8>, String>,
 }
 
 /// An upstream that reads every request body to the end before it answers (200 `ok`, or 400
 /// when the body broke), and records what it read.
-async fn reading_upstream() -> (Upstream, Arc<Mutex<Vec<Got>>>) {
+pub(super) async fn reading_upstream() -> (Upstream, Arc<Mutex<Vec<Got>>>) {
     let got: Arc<Mutex<Vec<Got>>> = Arc::default();
     let g = got.clone();
     let up = Upstream::with(move |req: Request<Incoming>| {
@@ -450,32 +448,32 @@ async fn rejects_obs_fold_header_continuation_with_400() {
 
 /// One HTTP/1.1 response read off a raw connection.
 #[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+pub(super) struct RawResponse {
+    pub(super) status: u16,
+    pub(super) head: String,
+    pub(super) body: Vec<u8>,
 }
 
 /// A raw client connection that reads responses framed by Content-Length.
-struct RawConn {
-    s: TcpStream,
-    buf: Vec<u8>,
+pub(super) struct RawConn {
+    pub(super) s: TcpStream,
+    pub(super) buf: Vec<u8>,
 }
 
 impl RawConn {
-    async fn open(addr: SocketAddr) -> Self {
+    pub(super) async fn open(addr: SocketAddr) -> Self {
         Self {
             s: TcpStream::connect(addr).await.expect("connect"),
             buf: Vec::new(),
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) {
+    pub(super) async fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).await.expect("write");
     }
 
     /// Reads more bytes into the buffer; false at end of stream. Cancel-safe.
-    async fn fill(&mut self) -> bool {
+    pub(super) async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 8192];
         match self.s.read(&mut chunk).await {
             Ok(0) | Err(_) => false,
@@ -487,7 +485,7 @@ impl RawConn {
     }
 
     /// The next response; panics if the connection ends first. Cancel-safe.
-    async fn response(&mut self) -> RawResponse {
+    pub(super) async fn response(&mut self) -> RawResponse {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
@@ -516,7 +514,7 @@ impl RawConn {
 
     /// Reads and discards until the peer closes; the time that took, or `None` if it did not
     /// close within `limit`.
-    async fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
+    pub(super) async fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
         let start = Instant::now();
         tokio::time::timeout(limit, async { while self.fill().await {} })
             .await
@@ -834,298 +832,4 @@ async fn chunked_body_over_the_route_limit_gets_413() {
         got.lock().unwrap().iter().all(|g| g.body.is_err()),
         "the upstream read a complete over-limit body"
     );
-}
-
-// ---------------------------------------------------------------------------------------
-// Row 11: slow clients.
-// ---------------------------------------------------------------------------------------
-
-/// Asserts that the gateway closed `c` between `at_least` and `HANG` after `start`.
-async fn assert_cut(c: &mut RawConn, start: Instant, at_least: Duration, what: &str) {
-    let closed = c.closed_within(HANG).await;
-    assert!(
-        closed.is_some(),
-        "{what}: the gateway kept the connection open"
-    );
-    let elapsed = start.elapsed();
-    assert!(
-        elapsed >= at_least,
-        "{what}: closed after {elapsed:?}, before the {at_least:?} timeout"
-    );
-}
-
-fn slow_cfg(up: SocketAddr, header_read_timeout: &str, idle_timeout: &str) -> String {
-    cfg(
-        "",
-        &proxy_to(
-            up,
-            &format!(
-                "[limits]\nheader_read_timeout = \"{header_read_timeout}\"\nidle_timeout = \"{idle_timeout}\"\n"
-            ),
-        ),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn slowloris_trickling_a_request_head_is_cut_after_header_read_timeout() {
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&slow_cfg(up.addr, "500ms", "30s"));
-    let mut c = RawConn::open(gw.addr("main")).await;
-    let start = Instant::now();
-    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
-    // One byte every 100 ms keeps the connection busy, so only the head deadline can end it.
-    let closed = tokio::time::timeout(HANG, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                more = c.fill() => if !more { return; },
-                _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "a trickled head was never cut");
-    assert!(
-        start.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        start.elapsed()
-    );
-    assert_eq!(up.hits(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn silent_partial_request_head_is_cut_after_header_read_timeout() {
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&slow_cfg(up.addr, "500ms", "30s"));
-    let mut c = RawConn::open(gw.addr("main")).await;
-    let start = Instant::now();
-    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n").await;
-    assert_cut(&mut c, start, Duration::from_millis(300), "partial head").await;
-    let mut silent = RawConn::open(gw.addr("main")).await;
-    let start = Instant::now();
-    assert_cut(&mut silent, start, Duration::from_millis(300), "no bytes").await;
-    assert_eq!(up.hits(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&slow_cfg(up.addr, "20s", "500ms"));
-    let mut c = RawConn::open(gw.addr("main")).await;
-    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let r = tokio::time::timeout(HANG, c.response())
-        .await
-        .expect("hang");
-    assert_eq!(r.status, 200);
-    let start = Instant::now();
-    assert_cut(&mut c, start, Duration::from_millis(300), "idle keep-alive").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn slow_request_body_is_cut_after_idle_timeout() {
-    let (up, got) = reading_upstream().await;
-    let gw = Gateway::start(&slow_cfg(up.addr, "20s", "500ms"));
-    let mut c = RawConn::open(gw.addr("main")).await;
-    let start = Instant::now();
-    c.send(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-        .await;
-    // One body byte per second: slower than the idle timeout.
-    let closed = tokio::time::timeout(HANG, async {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                more = c.fill() => if !more { return; },
-                _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "a trickled body was never cut");
-    assert!(
-        start.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(c.buf.is_empty(), "{:?}", String::from_utf8_lossy(&c.buf));
-    assert!(got.lock().unwrap().iter().all(|g| g.body.is_err()));
-}
-
-/// A client that stops reading a large response: the gateway's writes stall, nothing moves,
-/// and the idle timeout ends the connection (the access-log line marks the moment).
-#[tokio::test(flavor = "multi_thread")]
-async fn client_that_stops_reading_is_cut_after_idle_timeout() {
-    const CHUNK: usize = 64 * 1024;
-    const CHUNKS: usize = 1024; // 64 MiB, far more than the socket buffers hold
-    let up = Upstream::with(|_req| async {
-        let chunks = futures_util::stream::iter((0..CHUNKS).map(|_| {
-            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'z'; CHUNK])))
-        }));
-        let body: Body = StreamBody::new(chunks).map_err(|n| match n {}).boxed();
-        Response::new(body)
-    })
-    .await;
-    let gw = Arc::new(Gateway::start(&slow_cfg(up.addr, "20s", "500ms")));
-    let mut c = RawConn::open(gw.addr("main")).await;
-    let start = Instant::now();
-    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let g = gw.clone();
-    let logged = tokio::task::spawn_blocking(move || {
-        g.wait_stdout(|l| l.contains("\"path\":\"/big\""), Duration::from_secs(10))
-    })
-    .await
-    .unwrap();
-    assert!(logged, "the stalled response never ended");
-    assert!(
-        start.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        start.elapsed()
-    );
-    let received = tokio::time::timeout(HANG, async {
-        let mut n = 0;
-        let mut chunk = vec![0u8; 1 << 16];
-        while let Ok(k @ 1..) = c.s.read(&mut chunk).await {
-            n += k;
-        }
-        n
-    })
-    .await
-    .expect("the connection stayed open after the response was abandoned");
-    assert!(received < CHUNK * CHUNKS, "received all {received} bytes");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn connections_beyond_max_connections_wait_until_one_closes() {
-    const N: usize = 4;
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&cfg(
-        "",
-        &proxy_to(
-            up.addr,
-            &format!("[limits]\nmax_connections = {N}\nheader_read_timeout = \"20s\"\n"),
-        ),
-    ));
-    let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut held = Vec::new();
-    for _ in 0..N {
-        let mut c = RawConn::open(gw.addr("main")).await;
-        c.send(request).await;
-        let r = tokio::time::timeout(HANG, c.response())
-            .await
-            .expect("hang");
-        assert_eq!(r.status, 200);
-        held.push(c);
-    }
-    // The kernel completes the handshake (backlog), but the gateway does not serve it.
-    let mut waiting = RawConn::open(gw.addr("main")).await;
-    waiting.send(request).await;
-    let early = tokio::time::timeout(Duration::from_secs(1), waiting.response()).await;
-    assert!(early.is_err(), "served beyond max_connections: {early:?}");
-    // Releasing one slot lets it through.
-    drop(held.remove(0));
-    let r = tokio::time::timeout(HANG, waiting.response())
-        .await
-        .expect("the waiting connection was never served");
-    assert_eq!(r.status, 200);
-    drop(waiting);
-    drop(held);
-    let r = get(&gw.url("main", "/a"), &[]).await;
-    assert_eq!(r.status, 200);
-    assert_eq!(up.hits(), N + 2);
-}
-
-/// Battery row 11 at its scale: 1000 slowloris connections trickling their heads while a
-/// normal client makes 200 requests, each on a new connection: every normal request
-/// succeeds, every slowloris connection is cut at the head deadline, and the gateway's open
-/// descriptors return to where they were.
-#[tokio::test(flavor = "multi_thread")]
-async fn many_slowloris_connections_do_not_starve_normal_clients() {
-    const SLOW: usize = 1000;
-    const NORMAL: usize = 200;
-    // Long enough for the normal client to finish on a loaded machine before any
-    // slowloris connection is due to be cut.
-    const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-    // This process holds the 1000 sockets too (the gateway raises its own limit).
-    let (files, _) = sluice::server::raise_open_files_limit().unwrap();
-    assert!(
-        files >= 2 * SLOW as u64 + 256,
-        "this test needs {} open files; the hard limit allows {files} (ulimit -Hn)",
-        2 * SLOW + 256
-    );
-    let up = Upstream::named("up").await;
-    let gw = Gateway::start(&slow_cfg(up.addr, "10s", "30s"));
-    let addr = gw.addr("main");
-    assert_eq!(get(&gw.url("main", "/warm"), &[]).await.status, 200);
-    let baseline = gw.open_fds();
-
-    let start = Instant::now();
-    let cut = Arc::new(AtomicUsize::new(0));
-    let mut slow = tokio::task::JoinSet::new();
-    for _ in 0..SLOW {
-        let mut c = RawConn::open(addr).await;
-        c.send(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
-        let cut = cut.clone();
-        slow.spawn(async move {
-            let opened = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            let closed = tokio::time::timeout(HEAD_TIMEOUT + HANG, async {
-                loop {
-                    tokio::select! {
-                        more = c.fill() => if !more { return; },
-                        _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-                    }
-                }
-            })
-            .await;
-            cut.fetch_add(1, Ordering::SeqCst);
-            closed.ok().map(|_| opened.elapsed())
-        });
-    }
-
-    let mut ok = 0;
-    for i in 0..NORMAL {
-        let req = Request::get(gw.url("main", &format!("/n{i}")))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        // A new client per request: a new connection each time.
-        let resp = tokio::time::timeout(HANG, sluice_tests::client().request(req)).await;
-        if let Ok(Ok(resp)) = resp
-            && resp.status() == 200
-            && resp.into_body().collect().await.is_ok()
-        {
-            ok += 1;
-        }
-    }
-    let normal_done = start.elapsed();
-    let cut_during_normal = cut.load(Ordering::SeqCst);
-    assert_eq!(ok, NORMAL, "normal requests failed under slowloris");
-    assert_eq!(
-        cut_during_normal, 0,
-        "slowloris connections were cut before the normal client finished ({normal_done:?}); \
-         the overlap this test needs did not happen"
-    );
-
-    let mut open_for = Vec::new();
-    while let Some(r) = slow.join_next().await {
-        open_for.push(r.unwrap().expect("a slowloris connection was never cut"));
-    }
-    let min = open_for.iter().min().unwrap();
-    let max = open_for.iter().max().unwrap();
-    assert!(
-        *min >= HEAD_TIMEOUT.mul_f32(0.8),
-        "cut after {min:?}, before the head timeout"
-    );
-    assert!(
-        *max <= HEAD_TIMEOUT + Duration::from_secs(3),
-        "cut only after {max:?}"
-    );
-
-    // Every slowloris socket is gone from the gateway too: a client sees end of stream only
-    // after the gateway has closed its side.
-    let fds = gw.open_fds();
-    assert!(
-        fds <= baseline + 8,
-        "{fds} descriptors open, {baseline} before the attack"
-    );
-    assert_eq!(get(&gw.url("main", "/after"), &[]).await.status, 200);
 }

@@ -11,6 +11,7 @@ mod lifecycle;
 mod policies;
 mod protocols;
 mod routing;
+mod slow_clients;
 mod state;
 mod upstreams;
 mod wasi;

@@ -98,6 +98,16 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// HTTP/2 concurrent streams per connection. Default: 100.
     pub h2_max_concurrent_streams: u32,
+    /// The slowest a request body may arrive, in bytes per second averaged from its first
+    /// byte (408 and the connection closed below it); 0 disables. Routes may override it.
+    /// Default: 240.
+    pub min_body_rate: u64,
+    /// The slowest a client may read a large response (bytes/s, averaged over the time the
+    /// gateway waits on it once 64 KiB have been sent; the response is aborted below it);
+    /// 0 disables. Default: 0.
+    pub min_response_rate: u64,
+    /// Time before `min_body_rate` and `min_response_rate` are first checked. Default: 5s.
+    pub rate_grace: Dur,
 }
 
 impl Default for Limits {
@@ -110,6 +120,9 @@ impl Default for Limits {
             idle_timeout: Dur::secs(60),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            min_body_rate: 240,
+            min_response_rate: 0,
+            rate_grace: Dur::secs(5),
         }
     }
 }
@@ -232,6 +245,10 @@ pub struct Route {
     /// Time until the response head; default: the upstream's `request_timeout`.
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// The slowest a request body may arrive (bytes/s); default: `limits.min_body_rate`.
+    /// 0 turns the check off, e.g. for long-lived streaming uploads or gRPC client streams.
+    #[serde(default)]
+    pub min_body_rate: Option<u64>,
     /// Pass WebSocket upgrades through. Default: false.
     #[serde(default)]
     pub websocket: bool,

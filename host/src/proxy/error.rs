@@ -21,6 +21,9 @@ pub enum ProxyError {
         /// The limit.
         limit: u64,
     },
+    /// The request body arrived slower than the route's minimum rate. 408.
+    #[error("{0}")]
+    BodyTooSlow(crate::body::TooSlow),
     /// A policy failed (trap, deadline, unusable decision) and fails closed.
     #[error("policy {policy} failed: {cause}")]
     PolicyFailed {
@@ -90,6 +93,7 @@ impl ProxyError {
         match self {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::PolicyFailed { status, .. } => *status,
@@ -104,6 +108,7 @@ impl ProxyError {
         match self {
             Self::NoRoute { .. } => "no_route",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyTooSlow(_) => "body_too_slow",
             Self::BadRequest(_) => "bad_request",
             Self::NotImplemented(_) => "not_implemented",
             Self::PolicyFailed { .. } => "policy_failed",

@@ -108,7 +108,7 @@ fn client_body_failure(e: &hyper_util::client::legacy::Error, limit: u64) -> Opt
             return Some(if inner.is::<http_body_util::LengthLimitError>() {
                 ProxyError::BodyTooLarge { limit }
             } else {
-                ProxyError::BadRequest("the request body could not be read")
+                super::client_body_error(&**inner)
             });
         }
         src = s.source();

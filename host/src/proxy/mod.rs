@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -93,7 +94,12 @@ pub async fn handle(
                 tracing::debug!(error = %e, route = ?outcome.route, "request failed");
             }
             let mut r = e.to_response(outcome.route.as_deref());
-            if matches!(e, ProxyError::BadRequest(_) | ProxyError::NotImplemented(_)) {
+            if matches!(
+                e,
+                ProxyError::BadRequest(_)
+                    | ProxyError::NotImplemented(_)
+                    | ProxyError::BodyTooSlow(_)
+            ) {
                 close_after(&mut r);
             }
             (r, Guards::default())
@@ -107,7 +113,15 @@ pub async fn handle(
         l.record.client = outcome.client.to_string();
         l
     });
-    Ok(Response::from_parts(parts, Tracked::new(body, guards, log)))
+    let limits = &snap.config.limits;
+    let min_read_rate = (limits.min_response_rate > 0).then(|| crate::body::MinRate {
+        bytes_per_sec: limits.min_response_rate,
+        grace: limits.rate_grace.get(),
+    });
+    Ok(Response::from_parts(
+        parts,
+        Tracked::new(body, guards, log, min_read_rate),
+    ))
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -162,8 +176,14 @@ async fn route_and_serve(
         });
     }
     let req = req.map(|b| {
-        b.map_err(|e| -> crate::body::BoxError { Box::new(e) })
-            .boxed_unsync()
+        let empty = b.is_end_stream();
+        let b = b
+            .map_err(|e| -> crate::body::BoxError { Box::new(e) })
+            .boxed_unsync();
+        match route.min_body_rate {
+            Some(min) if !empty => crate::body::min_rate(b, min),
+            _ => b,
+        }
     });
     if route.pipeline.is_empty() {
         let (mut resp, guards) =
@@ -281,7 +301,18 @@ async fn read_body(body: BoxBody, limit: u64) -> Result<bytes::Bytes, ProxyError
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ProxyError::BodyTooLarge { limit })
         }
-        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
+        Err(e) => Err(client_body_error(&*e)),
+    }
+}
+
+/// The answer to a request body that failed for a reason other than its size: 408 when it
+/// arrived too slowly, 400 otherwise.
+pub(crate) fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
+    match crate::body::too_slow(e) {
+        Some(t) => ProxyError::BodyTooSlow(crate::body::TooSlow {
+            bytes_per_sec: t.bytes_per_sec,
+        }),
+        None => ProxyError::BadRequest("the request body could not be read"),
     }
 }
 

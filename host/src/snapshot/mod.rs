@@ -54,6 +54,8 @@ pub struct RouteRuntime {
     pub response_headers: HeaderEdits,
     /// Request body limit.
     pub max_body_bytes: u64,
+    /// The slowest the request body may arrive; `None` when unchecked.
+    pub min_body_rate: Option<crate::body::MinRate>,
     /// Time until the response head (overrides the upstream's).
     pub timeout: Option<Duration>,
     /// Whether WebSocket upgrades pass through.
@@ -207,7 +209,7 @@ impl Snapshot {
             names.push(&r.name);
             let before = issues.len();
             let m = compile_match(r, &at, &mut issues);
-            let mut rt = compile_route(r, &at, &upstreams, limits.max_body_bytes, &mut issues);
+            let mut rt = compile_route(r, &at, &upstreams, limits, &mut issues);
             if let Some(rt) = &mut rt {
                 rt.pipeline =
                     pipeline::compile_pipeline(config, r, &at, &plugins, &env, &mut issues).await;
@@ -423,7 +425,7 @@ fn compile_route(
     r: &config::Route,
     at: &KeyPath,
     upstreams: &BTreeMap<String, Arc<UpstreamGroup>>,
-    default_body: u64,
+    limits: &config::Limits,
     issues: &mut Vec<Issue>,
 ) -> Option<RouteRuntime> {
     let action = match (&r.upstream, &r.respond) {
@@ -508,7 +510,14 @@ fn compile_route(
         rewrite_path: r.rewrite_path.clone(),
         request_headers: compile_edits(&r.request_headers, &at.key("request_headers"), issues),
         response_headers: compile_edits(&r.response_headers, &at.key("response_headers"), issues),
-        max_body_bytes: r.max_body_bytes.unwrap_or(default_body),
+        max_body_bytes: r.max_body_bytes.unwrap_or(limits.max_body_bytes),
+        min_body_rate: match r.min_body_rate.unwrap_or(limits.min_body_rate) {
+            0 => None,
+            bytes_per_sec => Some(crate::body::MinRate {
+                bytes_per_sec,
+                grace: limits.rate_grace.get(),
+            }),
+        },
         timeout: r.timeout.map(|d| d.get()),
         websocket: r.websocket,
         pipeline: Vec::new(),
