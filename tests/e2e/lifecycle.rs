@@ -45,6 +45,30 @@ fn validate_rejects_unknown_keys_and_missing_certificates() {
     );
 }
 
+/// A zero interval would panic the health checker's timer, and a timeout of centuries would
+/// overflow the request's deadline: both are refused at the key's line.
+#[test]
+fn validate_rejects_zero_and_overlong_durations_at_their_key() {
+    let (code, out) = validate(
+        "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[upstreams.u]\ntargets = [{ address = \"127.0.0.1:1\" }]\n[upstreams.u.health_check]\npath = \"/h\"\ninterval = \"0s\"\n",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FILE:9: upstreams.u.health_check.interval: invalid duration \"0s\": must be greater than zero"),
+        "{out}"
+    );
+    let (code, out) = validate(
+        "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"r\"\nrespond = \"echo\"\ntimeout = \"600000000000s\"\n",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(
+            "FILE:8: routes[0].timeout: invalid duration \"600000000000s\": longer than 366 days"
+        ),
+        "{out}"
+    );
+}
+
 #[test]
 fn validate_accepts_the_shipped_configuration() {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.toml");

@@ -509,3 +509,47 @@ async fn waiting_on_a_slow_upstream_does_not_count_against_the_client_read_rate(
     let r = get(&gw.url("main", "/stream"), &[]).await;
     assert_eq!((r.status, r.body.len()), (200, 7 * 64 * 1024));
 }
+
+/// An HTTP/2 connection that goes quiet after a request is closed after `idle_timeout`, as
+/// an HTTP/1 one is (the gateway sends no keep-alive pings that would keep it busy).
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_http2_connection_is_closed_after_idle_timeout() {
+    let up = Upstream::named("up").await;
+    let gw = Gateway::start(&format!(
+        "[gateway]\ndrain_timeout = \"5s\"\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\n{}",
+        proxy_to(
+            up.addr,
+            "[limits]\nidle_timeout = \"500ms\"\nheader_read_timeout = \"20s\"\n"
+        )
+    ));
+    let tcp = tokio::net::TcpStream::connect(gw.addr("main"))
+        .await
+        .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/a", gw.addr("main")))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(HANG, tx.send_request(req))
+        .await
+        .expect("hang")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    let quiet = Instant::now();
+    tokio::time::timeout(HANG, conn)
+        .await
+        .expect("an idle HTTP/2 connection was never closed")
+        .unwrap()
+        .ok();
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}, before the idle timeout",
+        quiet.elapsed()
+    );
+}

@@ -5,7 +5,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// A duration written as a human-readable string in `gateway.toml`.
+/// The longest duration a configuration may give: 366 days (a deadline this far ahead
+/// still fits an `Instant`).
+pub(super) const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A duration written as a human-readable string in `gateway.toml`: greater than zero (every
+/// duration is a timeout, an interval or a period, and zero would close every connection or
+/// spin a timer) and at most [`MAX`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Dur(pub Duration);
 
@@ -30,9 +36,15 @@ impl fmt::Debug for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+        let invalid = |why: &dyn fmt::Display| {
+            serde::de::Error::custom(format!("invalid duration {s:?}: {why}"))
+        };
+        match humantime::parse_duration(&s) {
+            Err(e) => Err(invalid(&e)),
+            Ok(d) if d.is_zero() => Err(invalid(&"must be greater than zero")),
+            Ok(d) if d > MAX => Err(invalid(&"longer than 366 days")),
+            Ok(d) => Ok(Dur(d)),
+        }
     }
 }
 
@@ -51,6 +63,24 @@ mod tests {
         assert_eq!(w.d.get(), Duration::from_millis(250));
         let w: W = toml::from_str("d = \"2m\"").unwrap();
         assert_eq!(w.d.get(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn rejects_zero_and_durations_past_366_days() {
+        for (src, why) in [
+            ("0s", "greater than zero"),
+            ("0ms", "greater than zero"),
+            ("367days", "366 days"),
+            ("600000000000s", "366 days"),
+        ] {
+            let err = toml::from_str::<W>(&format!("d = \"{src}\""))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(why), "{src}: {err}");
+        }
+        let w: W = toml::from_str("d = \"366days\"").unwrap();
+        assert_eq!(w.d.get(), MAX);
     }
 
     #[test]

@@ -367,17 +367,16 @@ impl kv::Host for HostState {
 
 /// Checks the arguments of `rate-limit.check` and converts the limit.
 fn host_limit(key: &str, limit: rate_limit::Limit) -> Result<crate::state::Limit, String> {
-    if limit.requests == 0 || limit.window_ms == 0 {
-        return Err("limit.requests and limit.window-ms must be positive".into());
-    }
     if key.len() > 1024 {
         return Err("rate-limit key over 1024 bytes".into());
     }
-    Ok(crate::state::Limit {
+    let limit = crate::state::Limit {
         requests: limit.requests,
         window_ms: limit.window_ms,
         burst: limit.burst,
-    })
+    };
+    limit.check_valid()?;
+    Ok(limit)
 }
 
 fn wit_verdict(v: crate::state::Verdict) -> rate_limit::Verdict {

@@ -259,8 +259,9 @@ fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecu
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(Some(32))
         .max_local_error_reset_streams(Some(256))
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .max_header_list_size(limits.max_header_bytes as u32);
+    // No keep-alive pings: hyper's server pings idle connections too, and the answers would
+    // count as bytes moving, so an idle HTTP/2 connection would never reach `idle_timeout`
+    // (a dead peer is found by that timeout instead).
     b
 }

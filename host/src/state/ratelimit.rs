@@ -24,7 +24,25 @@ pub struct Limit {
     pub burst: u32,
 }
 
+/// The longest window a limit may have: 366 days.
+pub const MAX_WINDOW_MS: u64 = 366 * 24 * 3600 * 1000;
+
 impl Limit {
+    /// Why this limit cannot be enforced, if it cannot: a zero count or window, a window over
+    /// [`MAX_WINDOW_MS`], or more requests than nanoseconds in the window.
+    pub fn check_valid(&self) -> Result<(), String> {
+        if self.requests == 0 || self.window_ms == 0 {
+            return Err("limit.requests and limit.window-ms must be positive".into());
+        }
+        if self.window_ms > MAX_WINDOW_MS {
+            return Err(format!("limit.window-ms over {MAX_WINDOW_MS} (366 days)"));
+        }
+        if u64::from(self.requests) > self.window_ms * 1_000_000 {
+            return Err("limit.requests over one per nanosecond of the window".into());
+        }
+        Ok(())
+    }
+
     /// Requests per window, at least 1.
     pub fn requests_units(&self) -> u64 {
         u64::from(self.requests.max(1))
@@ -96,8 +114,10 @@ impl LocalLimiter {
     /// benchmarks).
     pub fn check_at(&self, key: &str, limit: Limit, cost: u32, now: u64) -> Verdict {
         let (requests, burst) = (limit.requests_units(), limit.burst_units());
-        let interval = (limit.window_ms.max(1) * 1_000_000) / requests;
-        let tolerance = interval * burst;
+        // Saturating and at least 1 ns: a limit that `check_valid` refuses cannot panic here.
+        let window_ns = limit.window_ms.clamp(1, MAX_WINDOW_MS) * 1_000_000;
+        let interval = (window_ns / requests).max(1);
+        let tolerance = interval.saturating_mul(burst);
         let cost = u64::from(cost.max(1));
         let hash = self.hasher.hash_one(key);
         // The top bits pick the shard; the table uses the low bits.
@@ -106,11 +126,11 @@ impl LocalLimiter {
             .unwrap_or_else(|p| p.into_inner());
         let found = shard.find_mut(hash, |e| &*e.0 == key);
         let tat = found.as_ref().map_or(now, |e| e.1).max(now);
-        let new_tat = tat + interval * cost;
+        let new_tat = tat.saturating_add(interval.saturating_mul(cost));
         let allow_at = new_tat.saturating_sub(tolerance);
         let ms = |ns: u64| ns.div_ceil(1_000_000);
         if now < allow_at {
-            let remaining = (now + tolerance).saturating_sub(tat) / interval;
+            let remaining = now.saturating_add(tolerance).saturating_sub(tat) / interval;
             return Verdict {
                 allowed: false,
                 limit: limit.requests,
@@ -126,7 +146,7 @@ impl LocalLimiter {
                 shard.insert_unique(hash, (key.into(), new_tat), |e| hasher.hash_one(&*e.0));
             }
         }
-        let remaining = (now + tolerance).saturating_sub(new_tat) / interval;
+        let remaining = now.saturating_add(tolerance).saturating_sub(new_tat) / interval;
         Verdict {
             allowed: true,
             limit: limit.requests,
@@ -152,6 +172,36 @@ mod tests {
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn limits_that_cannot_be_enforced_are_refused_and_never_panic() {
+        let l = LocalLimiter::new();
+        let cases = [
+            (u32::MAX, 1, u32::MAX),          // more requests than nanoseconds
+            (1, u64::MAX, u32::MAX),          // a window of 584 million years
+            (0, 0, 0),                        // nothing
+            (1, MAX_WINDOW_MS + 1, u32::MAX), // just over the longest window
+        ];
+        for (requests, window_ms, burst) in cases {
+            let lim = Limit {
+                requests,
+                window_ms,
+                burst,
+            };
+            assert!(lim.check_valid().is_err(), "{lim:?} accepted");
+            // Still no panic or overflow if one reaches the limiter.
+            for now in [0, SEC, u64::MAX / 2] {
+                let _ = l.check_at("k", lim, u32::MAX, now);
+            }
+        }
+        let ok = Limit {
+            requests: 1_000_000,
+            window_ms: 1,
+            burst: 0,
+        };
+        assert_eq!(ok.check_valid(), Ok(()));
+        assert!(l.check_at("k2", ok, 1, SEC).allowed);
+    }
 
     #[test]
     fn admits_exactly_the_limit_per_window_then_refuses() {

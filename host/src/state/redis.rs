@@ -168,10 +168,12 @@ impl Redis {
     pub async fn check(&self, key: &str, limit: Limit, cost: u32) -> Result<Verdict, RedisError> {
         let client = self.client()?;
         let (requests, burst) = (limit.requests_units(), limit.burst_units());
-        let interval_us = (limit.window_ms.max(1) * 1000).div_ceil(requests).max(1);
+        let window_us = limit.window_ms.clamp(1, super::ratelimit::MAX_WINDOW_MS) * 1000;
+        let interval_us = window_us.div_ceil(requests).max(1);
+        let tolerance_us = interval_us.saturating_mul(burst).min(i64::MAX as u64);
         let args: Vec<Value> = vec![
             (interval_us as i64).into(),
-            ((interval_us * burst) as i64).into(),
+            (tolerance_us as i64).into(),
             i64::from(cost.max(1)).into(),
         ];
         let r: Vec<i64> = self

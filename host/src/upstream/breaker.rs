@@ -39,17 +39,27 @@ impl Breaker {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(p);
         }
+        let waiting = Waiting(&self.pending);
         if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Open);
         }
+        // Counted out when the wait ends or when the request is cancelled while waiting.
         let r = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await;
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         match r {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(Refused::Open),
             Err(_) => Err(Refused::Timeout),
         }
+    }
+}
+
+/// One waiter of the pending queue, counted out when dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -118,6 +128,22 @@ mod tests {
     async fn pending_requests_time_out_waiting() {
         let b = Breaker::new(1, 1);
         let _held = b.admit(Duration::from_millis(10)).await.unwrap();
+        assert_eq!(
+            b.admit(Duration::from_millis(20)).await.err(),
+            Some(Refused::Timeout)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_cancelled_while_pending_leaves_the_queue() {
+        let b = Breaker::new(1, 1);
+        let _held = b.admit(Duration::from_millis(10)).await.unwrap();
+        // The client goes away while its request waits for a slot.
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(10), b.admit(Duration::from_secs(60)));
+        assert!(cancelled.await.is_err());
+        assert_eq!(b.pending.load(Ordering::Acquire), 0);
+        // The queue's one place is free again: the next request waits rather than bounces.
         assert_eq!(
             b.admit(Duration::from_millis(20)).await.err(),
             Some(Refused::Timeout)
