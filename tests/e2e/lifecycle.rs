@@ -178,7 +178,19 @@ async fn run_without_config_serves_the_shipped_configuration_from_file_or_embedd
         let r = get(&url("/api/hello"), &[("x-api-key", "sluice-demo-key")]).await;
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.header("ratelimit-limit"), Some("10"));
-        assert_eq!(get(&url("/analytics"), &[]).await.status, 200);
+        // Analytics runs first, so the refused request is counted as well.
+        let stats = get(&url("/analytics"), &[]).await;
+        assert_eq!(stats.status, 200);
+        let rows = stats.json();
+        let count = |consumer: &str, status: &str| {
+            rows.as_array()
+                .expect("a list")
+                .iter()
+                .find(|r| r["route"] == "api" && r["consumer"] == consumer && r["status"] == status)
+                .map(|r| r["count"].clone())
+        };
+        assert_eq!(count("", "401"), Some(1.into()), "{rows}");
+        assert_eq!(count("demo", "200"), Some(1.into()), "{rows}");
     }
 }
 

@@ -465,6 +465,11 @@ failure_status = 502
     assert_eq!(j["error"], "policy_failed");
     assert_eq!(j["policy"], "closed/hostile#1");
     assert_eq!(j["route"], "closed");
+    assert_eq!(
+        r.header("x-trace"),
+        Some("first"),
+        "the response phase of the policy before the failing one ran"
+    );
     assert_eq!(up.hits(), 0, "a policy failing closed stops the request");
 
     let d = get(&gw.url("main", "/default"), &[]).await;
@@ -479,6 +484,52 @@ failure_status = 502
         |l| l.contains("policy failed") && l.contains("closed/hostile#1"),
         Duration::from_secs(10)
     ));
+}
+
+/// The gateway's own error answers (here 502 from a refusing upstream and 413 from a body
+/// policy's buffer) pass back through the response phases of the policies that ran, as the
+/// target's responses do.
+#[tokio::test(flavor = "multi_thread")]
+async fn response_phases_also_run_on_the_gateways_error_answers() {
+    let down = crate::upstreams::refused_addr().await;
+    let gw = start(&format!(
+        r#"[upstreams.down]
+targets = [{{ address = "{down}" }}]
+
+{echo}{body}
+[[routes]]
+name = "r"
+upstream = "down"
+max_body_bytes = 16
+[[routes.policies]]
+plugin = "echo-attrs"
+config = {{ name = "outer" }}
+[[routes.policies]]
+plugin = "body-check"
+config = {{ max_bytes = 1000, deny_substring = "zzz" }}
+"#,
+        down = down.addr,
+        echo = plugin("echo-attrs", "echo_attrs", ""),
+        body = plugin("body-check", "body_check", "grants = [\"log\"]"),
+    ));
+    let r = get(&gw.url("main", "/"), &[]).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.json()["error"], "upstream_connect_failed");
+    assert_eq!(r.header("x-trace"), Some("outer"));
+
+    // Chunked, so that only buffering the body for body-check finds it too large (a
+    // Content-Length over the limit is refused before any policy runs).
+    let chunk = "x".repeat(100);
+    let r = sluice_tests::raw(
+        gw.addr("main"),
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n{chunk}\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.statuses(), [413], "{}", r.text);
+    assert!(r.text.contains("\r\nx-trace: outer\r\n"), "{}", r.text);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,12 +53,12 @@ fn weighted(addr: SocketAddr, weight: u32) -> String {
 
 /// An address that refuses connections: a socket bound to it that never listens. Keep it
 /// alive for the test: while it is bound, no other test can be handed the port.
-struct Refusing {
-    addr: SocketAddr,
+pub(crate) struct Refusing {
+    pub(crate) addr: SocketAddr,
     _socket: TcpSocket,
 }
 
-async fn refused_addr() -> Refusing {
+pub(crate) async fn refused_addr() -> Refusing {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     Refusing {

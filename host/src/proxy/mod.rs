@@ -89,21 +89,10 @@ pub async fn handle(
     };
     let (resp, guards) = match route_and_serve(&snap, &conn, req, &mut outcome).await {
         Ok(r) => r,
-        Err(e) => {
-            if e.status().is_server_error() {
-                tracing::debug!(error = %e, route = ?outcome.route, "request failed");
-            }
-            let mut r = e.to_response(outcome.route.as_deref());
-            if matches!(
-                e,
-                ProxyError::BadRequest(_)
-                    | ProxyError::NotImplemented(_)
-                    | ProxyError::BodyTooSlow(_)
-            ) {
-                close_after(&mut r);
-            }
-            (r, Guards::default())
-        }
+        Err(e) => (
+            error_response(&e, outcome.route.as_deref()),
+            Guards::default(),
+        ),
     };
     let (parts, body) = resp.into_parts();
     let log = log.map(|mut l| {
@@ -122,6 +111,22 @@ pub async fn handle(
         parts,
         Tracked::new(body, guards, log, min_read_rate),
     ))
+}
+
+/// The gateway's own answer to `e`; the connection is closed after a request it could not
+/// read.
+fn error_response(e: &ProxyError, route: Option<&str>) -> Response<BoxBody> {
+    if e.status().is_server_error() {
+        tracing::debug!(error = %e, route = ?route, "request failed");
+    }
+    let mut r = e.to_response(route);
+    if matches!(
+        e,
+        ProxyError::BadRequest(_) | ProxyError::NotImplemented(_) | ProxyError::BodyTooSlow(_)
+    ) {
+        close_after(&mut r);
+    }
+    r
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -208,15 +213,18 @@ async fn route_and_serve(
         attrs: Attributes::default(),
     };
     let steps = &route.pipeline;
-    let (resp, guards, ran) =
-        match pipeline::request_phase(steps, req, &mut data, route.max_body_bytes).await? {
-            pipeline::Outcome::Respond { resp, ran } => (resp, Guards::default(), ran),
-            pipeline::Outcome::Forward { req, ran } => {
-                let (resp, guards) =
-                    serve_target(snap, conn, &route, params, host_raw, req, outcome).await?;
-                (resp, guards, ran)
-            }
-        };
+    let (decided, ran) = pipeline::request_phase(steps, req, &mut data, route.max_body_bytes).await;
+    let served = match decided {
+        Ok(pipeline::Outcome::Respond(resp)) => Ok((resp, Guards::default())),
+        Ok(pipeline::Outcome::Forward(req)) => {
+            serve_target(snap, conn, &route, params, host_raw, req, outcome).await
+        }
+        Err(e) => Err(e),
+    };
+    // Errors get the response phases too (analytics counts them, CORS and rate-limit
+    // headers stay on them).
+    let (resp, guards) =
+        served.unwrap_or_else(|e| (error_response(&e, Some(&route.name)), Guards::default()));
     let mut resp = pipeline::response_phase(steps, &ran, resp, &mut data).await?;
     route.response_headers.apply(resp.headers_mut());
     Ok((resp, guards))

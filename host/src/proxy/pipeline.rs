@@ -29,21 +29,10 @@ const MAX_LOCAL_BODY: usize = 1024 * 1024;
 
 /// What the request phase decided.
 pub(super) enum Outcome {
-    /// Continue to the target with this (possibly edited) request; `ran` policies get
-    /// response phases.
-    Forward {
-        /// The request.
-        req: Request<BoxBody>,
-        /// How many steps ran.
-        ran: Vec<usize>,
-    },
-    /// Answer with this response (after response phases of `ran`).
-    Respond {
-        /// The response.
-        resp: Response<BoxBody>,
-        /// Steps to run response phases for.
-        ran: Vec<usize>,
-    },
+    /// Continue to the target with this (possibly edited) request.
+    Forward(Request<BoxBody>),
+    /// Answer with this response.
+    Respond(Response<BoxBody>),
 }
 
 fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), PolicyError> {
@@ -132,18 +121,31 @@ fn failure(step: &Step, e: &PolicyError) -> ProxyError {
 }
 
 /// Runs request phases. `data` holds the request view and attributes for response phases.
+/// Also returns the steps whose request phase ran, which get response phases whatever the
+/// outcome (a local answer, the target's response, or an error response).
 pub(super) async fn request_phase(
     steps: &[Step],
     req: Request<BoxBody>,
     data: &mut CallData,
     max_body: u64,
+) -> (Result<Outcome, ProxyError>, Vec<usize>) {
+    let mut ran = Vec::with_capacity(steps.len());
+    let outcome = run_request_phases(steps, req, data, max_body, &mut ran).await;
+    (outcome, ran)
+}
+
+async fn run_request_phases(
+    steps: &[Step],
+    req: Request<BoxBody>,
+    data: &mut CallData,
+    max_body: u64,
+    ran: &mut Vec<usize>,
 ) -> Result<Outcome, ProxyError> {
     let (mut parts, mut body) = req.into_parts();
     data.req.method = parts.method.clone();
     data.req.path = parts.uri.path().to_string();
     data.req.query = parts.uri.query().map(str::to_string);
     data.req.headers = std::mem::take(&mut parts.headers);
-    let mut ran = Vec::with_capacity(steps.len());
     let mut buffered: Option<Bytes> = None;
     for (i, step) in steps.iter().enumerate() {
         if let Some(c) = &step.when
@@ -181,7 +183,7 @@ pub(super) async fn request_phase(
             Ok(None) => ran.push(i),
             Ok(Some(resp)) => {
                 ran.push(i);
-                return Ok(Outcome::Respond { resp, ran });
+                return Ok(Outcome::Respond(resp));
             }
             Err(e) => {
                 step.policy.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -228,10 +230,7 @@ pub(super) async fn request_phase(
         }
         body = body::full(b);
     }
-    Ok(Outcome::Forward {
-        req: Request::from_parts(parts, body),
-        ran,
-    })
+    Ok(Outcome::Forward(Request::from_parts(parts, body)))
 }
 
 /// Runs response phases in reverse order over `ran`.
