@@ -198,3 +198,60 @@ async fn body_over_route_limit_is_refused_with_413() {
         .unwrap();
     assert_eq!(sluice_tests::send(ok).await.status, 200);
 }
+
+/// An absolute-form request target names the host the route is chosen by, and the upstream
+/// gets that host in `Host`, not a differing `Host` the client also sent (which would let a
+/// request routed as one virtual host reach a shared upstream as another).
+#[tokio::test(flavor = "multi_thread")]
+async fn absolute_form_target_host_replaces_a_differing_host_header_upstream() {
+    let up = Upstream::named("public").await;
+    let gw = Gateway::start(&config(&format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"public\"\nhosts = [\"public.example\"]\nupstream = \"u\"\n\n\
+         [[routes]]\nname = \"admin\"\nhosts = [\"admin.example\"]\nrespond = {{ static = {{ status = 403 }} }}\n",
+        up.addr
+    )));
+    let r = sluice_tests::raw(
+        gw.addr("main"),
+        b"GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.statuses(), [200], "{}", r.text);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers.get("host").unwrap(), "public.example");
+}
+
+/// Paths are normalised before routing, and forwarded normalised: dot segments (also
+/// percent-encoded) and doubled slashes cannot reach `/admin` through another route.
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_and_doubled_slashes_are_normalised_before_routing_and_forwarding() {
+    let up = Upstream::named("public").await;
+    let gw = Gateway::start(&config(&format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"admin\"\npath = \"/admin\"\nrespond = {{ static = {{ status = 403 }} }}\n\n\
+         [[routes]]\nname = \"public\"\npath_prefix = \"/\"\nupstream = \"u\"\n",
+        up.addr
+    )));
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2E/admin",
+        "//admin",
+        "/%61dmin",
+    ] {
+        let r = sluice_tests::raw(
+            gw.addr("main"),
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.statuses(), [403], "{path}: {}", r.text);
+    }
+    assert_eq!(up.hits(), 0);
+    let r = sluice_tests::raw(
+        gw.addr("main"),
+        b"GET /public/a/./../b//c?x=/../y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.statuses(), [200], "{}", r.text);
+    assert_eq!(up.seen()[0].uri, "/public/b/c?x=/../y");
+}

@@ -65,6 +65,9 @@ pub struct GatewaySettings {
     pub trusted_proxies: Vec<String>,
     /// Operational log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins. Default: "info".
     pub log_level: String,
+    /// Merge runs of slashes in request paths before routing (`//a` is `/a`); dot segments
+    /// and escaped unreserved characters are always normalised. Default: true.
+    pub merge_slashes: bool,
 }
 
 impl Default for GatewaySettings {
@@ -74,6 +77,7 @@ impl Default for GatewaySettings {
             drain_timeout: Dur::secs(30),
             trusted_proxies: Vec::new(),
             log_level: "info".into(),
+            merge_slashes: true,
         }
     }
 }

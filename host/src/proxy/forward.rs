@@ -185,9 +185,10 @@ pub(super) async fn forward(
         // URI; a differing `Host` is forbidden (RFC 9113 §8.3.1). The client's host stays
         // available in X-Forwarded-Host.
         headers.remove(header::HOST);
-    } else if !headers.contains_key(header::HOST)
-        && let Some(h) = ctx.host.as_deref().and_then(|h| h.parse().ok())
-    {
+    } else if let Some(h) = ctx.host.as_deref().and_then(|h| h.parse().ok()) {
+        // The host the request was routed by: an absolute-form target's (or HTTP/2's
+        // `:authority`) wins over a differing `Host`, which is replaced (RFC 9112 §3.2.2),
+        // so that the upstream never sees a host other than the one the route matched.
         headers.insert(header::HOST, h);
     }
     ctx.route.request_headers.apply(&mut headers);

@@ -113,6 +113,22 @@ pub async fn handle(
     ))
 }
 
+/// Replaces `uri`'s path (keeping its query).
+fn set_path(uri: &mut http::Uri, path: String) -> Result<(), ProxyError> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| ProxyError::BadRequest("the request path cannot be normalised"))?,
+    );
+    *uri = http::Uri::from_parts(parts)
+        .map_err(|_| ProxyError::BadRequest("the request path cannot be normalised"))?;
+    Ok(())
+}
+
 /// The gateway's own answer to `e`; the connection is closed after a request it could not
 /// read.
 fn error_response(e: &ProxyError, route: Option<&str>) -> Response<BoxBody> {
@@ -146,6 +162,12 @@ async fn route_and_serve(
     outcome: &mut Outcome,
 ) -> Result<(Response<BoxBody>, Guards), ProxyError> {
     check_framing(&req)?;
+    let mut req = req;
+    if let Some(path) =
+        crate::routing::path::normalize(req.uri().path(), snap.config.gateway.merge_slashes)
+    {
+        set_path(req.uri_mut(), path)?;
+    }
     let host_raw = req
         .uri()
         .authority()

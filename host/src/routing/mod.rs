@@ -11,6 +11,7 @@
 //! The first route in that order whose every condition holds wins.
 
 pub mod matcher;
+pub mod path;
 
 use std::collections::HashMap;
 
