@@ -1,6 +1,8 @@
 //! Body types shared by the proxy and the upstream client.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -136,6 +138,45 @@ impl Body for RateGuarded {
                     bytes_per_sec: this.min.bytes_per_sec,
                 }))));
             }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body` and a flag that turns true once it has been read to its end.
+pub fn watch_end(body: BoxBody) -> (BoxBody, Arc<AtomicBool>) {
+    let done = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let watched = EndWatched {
+        inner: body,
+        done: done.clone(),
+    };
+    (watched.boxed_unsync(), done)
+}
+
+struct EndWatched {
+    inner: BoxBody,
+    done: Arc<AtomicBool>,
+}
+
+impl Body for EndWatched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Release);
         }
         polled
     }

@@ -48,6 +48,16 @@ pub fn plugin_dir(state: &config::StateSettings) -> PathBuf {
         .join("plugins")
 }
 
+/// Whether `name` may name a resource (plugin, route, upstream, consumer, token): 1 to 128
+/// ASCII letters, digits, `-`, `_` or `.`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// The plugin name of a policy's `plugin` reference (`name`, `name@3`, `name@<sha256>`).
 pub fn plugin_base(reference: &str) -> &str {
     reference.split('@').next().unwrap_or(reference)
@@ -60,6 +70,16 @@ pub fn plugin_base(reference: &str) -> &str {
 pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Config, Vec<Issue>> {
     let mut out = file.clone();
     let mut issues = Vec::new();
+    // The admin API's rule for names: a plugin's name is its kv namespace and the first part
+    // of a pinned reference (`name@3`), so `@`, `:` or `}` in it would alias another's.
+    for name in file.plugins.keys() {
+        if !is_valid_name(name) {
+            issues.push(Issue::new(
+                KeyPath::default().key("plugins").key(name),
+                "a plugin name has 1 to 128 letters, digits, '-', '_' or '.'",
+            ));
+        }
+    }
     for (i, r) in managed.routes.iter().enumerate() {
         let at = KeyPath::default()
             .key("routes")

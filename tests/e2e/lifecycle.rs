@@ -555,3 +555,17 @@ fn an_unknown_wasm_profiler_stops_the_gateway_naming_the_variable() {
         "{err}"
     );
 }
+
+/// A plugin's name is its kv namespace and the part before `@` of a pinned reference, so a
+/// file plugin follows the admin API's naming rule.
+#[test]
+fn validate_rejects_a_plugin_name_that_could_alias_another() {
+    let (code, out) = validate(
+        "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[plugins.\"a@x\"]\npath = \"/nope.wasm\"\n",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("plugins.a@x: a plugin name has 1 to 128 letters"),
+        "{out}"
+    );
+}

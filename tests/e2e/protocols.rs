@@ -764,6 +764,64 @@ async fn websocket_route_tunnels_messages_to_the_upstream_and_back() {
     }
 }
 
+/// A WebSocket tunnel outlives its HTTP exchange but stays a counted connection: it holds
+/// its `max_connections` slot while open, and it is closed after `idle_timeout` of silence,
+/// which frees the slot for the connection waiting behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_tunnel_holds_its_connection_slot_and_closes_when_idle() {
+    let up = websocket_echo_upstream().await;
+    let gw = Gateway::start(&crate::config(&format!(
+        "[limits]\nmax_connections = 1\nidle_timeout = \"2s\"\n\n\
+         [upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"r\"\nupstream = \"u\"\nwebsocket = true\n",
+        up.addr
+    )));
+    let (mut ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr("main"))),
+    )
+    .await
+    .expect("websocket connect timed out")
+    .expect("websocket handshake through the gateway");
+    ws.send(Message::text("hi")).await.expect("send");
+    let back = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("echo timed out");
+    assert_eq!(
+        back.expect("stream ended").expect("receive"),
+        Message::text("hi")
+    );
+    let quiet = Instant::now();
+
+    let mut waiting = crate::defences::RawConn::open(gw.addr("main")).await;
+    waiting
+        .send(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.response()).await;
+    assert!(early.is_err(), "served while the tunnel held the only slot");
+
+    let end = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("an idle tunnel was never closed");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?} of silence",
+        quiet.elapsed()
+    );
+    let r = tokio::time::timeout(WAIT, waiting.response())
+        .await
+        .expect("the waiting connection was never served");
+    assert_eq!(
+        r.status, 426,
+        "the echo upstream wants an upgrade: {}",
+        r.head
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_pass_through_works_on_a_tls_listener() {
     let up = websocket_echo_upstream().await;

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sluice_tests::upstream::{Body, full};
 use sluice_tests::{Gateway, Resp, Upstream};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -335,6 +335,43 @@ async fn hash_on_client_ip_keeps_each_client_on_one_target() {
 // ---------------------------------------------------------------------------------------
 // Passive and active health
 // ---------------------------------------------------------------------------------------
+
+/// A timeout while the client is still sending its body is not held against the target:
+/// slow uploads that outlast the route's timeout get 504 but never eject a healthy target.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_during_a_slow_client_upload_do_not_eject_the_target() {
+    let (up, _got) = crate::defences::reading_upstream().await;
+    let gw = gateway(
+        &[target(up.addr)],
+        "passive = { consecutive_failures = 2, ejection_time = \"60s\" }",
+        "timeout = \"300ms\"",
+    );
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(gw.addr("main")).await.unwrap();
+        // 10 of the 100 announced bytes, then nothing: the upstream waits for the rest.
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 1024];
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut reply))
+            .await
+            .expect("no answer")
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
+        held.push(s);
+    }
+    let r = sluice_tests::get(&gw.url("main", "/after"), &[]).await;
+    assert_eq!(r.status, 200, "the target was ejected: {}", r.body);
+    assert!(
+        !gw.stderr()
+            .iter()
+            .any(|l| l.contains("target ejected after consecutive failures")),
+        "{:#?}",
+        gw.stderr()
+    );
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn passive_ejection_moves_traffic_away_and_recovers() {

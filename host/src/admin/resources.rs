@@ -65,12 +65,7 @@ pub(super) fn name_of(v: &Value) -> Option<&str> {
 }
 
 pub(super) fn valid_name(name: &str) -> Result<(), Problem> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
+    if crate::control::is_valid_name(name) {
         Ok(())
     } else {
         Err(Problem::invalid(

@@ -3,6 +3,7 @@
 
 use std::error::Error as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -23,7 +24,7 @@ use crate::upstream::{ConnectError, Refused, UpstreamGroup};
 /// Everything `forward` needs besides the request.
 pub(super) struct Ctx<'a> {
     pub(super) snap: &'a Snapshot,
-    pub(super) conn: &'a ConnInfo,
+    pub(super) conn: &'a Arc<ConnInfo>,
     pub(super) route: &'a Arc<RouteRuntime>,
     pub(super) group: Arc<UpstreamGroup>,
     pub(super) params: Params,
@@ -202,6 +203,13 @@ pub(super) async fn forward(
     })?;
 
     let replayable = incoming.is_end_stream();
+    // Whether the body has been sent in full (bodiless requests, most of them, skip the watch).
+    let (incoming, body_sent) = if replayable {
+        (incoming, None)
+    } else {
+        let (b, sent) = body::watch_end(incoming);
+        (b, Some(sent))
+    };
     let mut body = Some(
         body::limited(incoming, ctx.route.max_body_bytes)
             .map_err(|e| Box::new(ClientBodyError(e)) as body::BoxError)
@@ -240,7 +248,11 @@ pub(super) async fn forward(
         let result = tokio::time::timeout_at(deadline, group.client.request(up)).await;
         match result {
             Err(_) => {
-                group.report(idx, false);
+                // Not the target's fault while the client is still sending its body (a slow
+                // upload must not get healthy targets ejected).
+                if body_sent.as_ref().is_none_or(|s| s.load(Ordering::Acquire)) {
+                    group.report(idx, false);
+                }
                 return Err(ProxyError::Timeout {
                     upstream: group.name.clone(),
                     target: target.address.clone(),
@@ -254,13 +266,17 @@ pub(super) async fn forward(
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let upstream_side = hyper::upgrade::on(&mut resp);
-                        upgrade::tunnel(client_side, upstream_side);
-                        let (parts, _) = resp.into_parts();
+                        // The tunnel keeps the breaker slot and the in-flight count.
                         let guards = Guards {
                             permit: Some(permit),
                             in_flight: Some(in_flight),
                         };
-                        return Ok((Response::from_parts(parts, body::empty()), guards));
+                        upgrade::tunnel(client_side, upstream_side, ctx.conn.clone(), guards);
+                        let (parts, _) = resp.into_parts();
+                        return Ok((
+                            Response::from_parts(parts, body::empty()),
+                            Guards::default(),
+                        ));
                     }
                     return Err(ProxyError::UpstreamFailed {
                         upstream: group.name.clone(),

@@ -45,6 +45,13 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `"http"` or `"https"`.
     pub scheme: &'static str,
+    /// The connection's last-activity stamp (bytes moved either way).
+    pub activity: crate::server::Activity,
+    /// The listener's idle timeout.
+    pub idle_timeout: std::time::Duration,
+    /// Keeps the connection counted (its `max_connections` slot, the drain's wait) for as
+    /// long as anything holds this: the connection, or a WebSocket tunnel that outlives it.
+    pub held: crate::server::Held,
 }
 
 /// What the handler learned that the access log reports.
@@ -157,7 +164,7 @@ fn version_str(v: Version) -> &'static str {
 
 async fn route_and_serve(
     snap: &Snapshot,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
     outcome: &mut Outcome,
 ) -> Result<(Response<BoxBody>, Guards), ProxyError> {
@@ -255,7 +262,7 @@ async fn route_and_serve(
 /// Serves a request with the route's target (responder or upstream).
 async fn serve_target(
     snap: &Snapshot,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     route: &Arc<RouteRuntime>,
     params: crate::routing::Params,
     host_raw: Option<String>,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 pub use idle::{Activity, IdleIo};
@@ -34,6 +34,14 @@ pub struct Lifecycle {
     pub open: mpsc::Sender<()>,
     /// Caps open connections.
     pub slots: Arc<Semaphore>,
+}
+
+/// What keeps a client connection counted: its `max_connections` slot and the drain's
+/// handle, released when the last holder (the connection, or a WebSocket tunnel that
+/// outlives it) drops it.
+pub struct Held {
+    _slot: OwnedSemaphorePermit,
+    _open: mpsc::Sender<()>,
 }
 
 /// Binds a listening socket (SO_REUSEADDR, backlog 1024).
@@ -76,10 +84,7 @@ pub async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let life = life.clone();
-        tokio::spawn(async move {
-            serve_connection(index, tcp, peer, shared, life).await;
-            drop(permit);
-        });
+        tokio::spawn(serve_connection(index, tcp, peer, shared, life, permit));
     }
 }
 
@@ -89,8 +94,8 @@ async fn serve_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     life: Lifecycle,
+    slot: OwnedSemaphorePermit,
 ) {
-    let _open = life.open.clone();
     let snap = shared.snapshot.load_full();
     let listener = &snap.listeners[index];
     let limits = snap.config.limits.clone();
@@ -104,6 +109,12 @@ async fn serve_connection(
         listener: index,
         peer,
         scheme,
+        activity: activity.clone(),
+        idle_timeout: limits.idle_timeout.get(),
+        held: Held {
+            _slot: slot,
+            _open: life.open.clone(),
+        },
     });
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), info.clone(), req));

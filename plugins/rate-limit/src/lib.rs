@@ -18,7 +18,7 @@ use sluice_sdk::{
 
 /// The context attribute carrying the most restrictive verdict of the request, shared by
 /// every `rate-limit` instance of the pipeline and read back in `on_response`:
-/// `<limit> <remaining> <reset seconds>` (one attribute, so one host call each way).
+/// `<limit> <remaining> <reset seconds> <policy>` (one attribute, so one host call each way).
 const ATTR_VERDICT: &str = "rate-limit.verdict";
 
 /// Key values longer than this are hashed, to keep the host's keys short.
@@ -54,7 +54,7 @@ impl Policy for RateLimit {
         };
         match rate_limit::check(&key, self.settings.limit, 1) {
             Ok(verdict) => {
-                remember(ctx, &verdict);
+                remember(ctx, &verdict, &self.policy_header);
                 if verdict.allowed {
                     RequestDecision::Continue
                 } else {
@@ -76,14 +76,15 @@ impl Policy for RateLimit {
         let Some(verdict) = ctx.get(ATTR_VERDICT) else {
             return ResponseDecision::Continue;
         };
-        let Some([limit, remaining, reset]) = verdict_fields(&verdict) else {
+        let Some([limit, remaining, reset, policy]) = verdict_fields(&verdict) else {
             return ResponseDecision::Continue;
         };
+        // All four from the tightest verdict, which may be another instance's.
         ResponseEdits::new()
             .set_header("ratelimit-limit", limit)
             .set_header("ratelimit-remaining", remaining)
             .set_header("ratelimit-reset", reset)
-            .set_header("ratelimit-policy", self.policy_header.as_str())
+            .set_header("ratelimit-policy", policy)
             .into()
     }
 }
@@ -131,24 +132,27 @@ impl RateLimit {
     }
 }
 
-/// The `<limit> <remaining> <reset seconds>` of an [`ATTR_VERDICT`] value.
-fn verdict_fields(verdict: &str) -> Option<[&str; 3]> {
+/// The `<limit> <remaining> <reset seconds> <policy>` of an [`ATTR_VERDICT`] value.
+fn verdict_fields(verdict: &str) -> Option<[&str; 4]> {
     let mut fields = verdict.split(' ');
-    match (fields.next(), fields.next(), fields.next(), fields.next()) {
-        (Some(limit), Some(remaining), Some(reset), None) => Some([limit, remaining, reset]),
-        _ => None,
-    }
+    let four = [
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    ];
+    fields.next().is_none().then_some(four)
 }
 
 /// Keeps the verdict in the context unless an earlier instance left a more restrictive
 /// one (fewer requests remaining), so that the response advertises the tightest limit.
-fn remember(ctx: &Context, v: &Verdict) {
+fn remember(ctx: &Context, v: &Verdict, policy: &str) {
     let tighter_known = ctx
         .get(ATTR_VERDICT)
         .and_then(|known| verdict_fields(&known)?[1].parse::<u32>().ok())
         .is_some_and(|r| r < v.remaining);
     if !tighter_known {
-        let verdict = format!("{} {} {}", v.limit, v.remaining, v.reset_secs());
+        let verdict = format!("{} {} {} {policy}", v.limit, v.remaining, v.reset_secs());
         ctx.set(ATTR_VERDICT, &verdict);
     }
 }
@@ -289,6 +293,10 @@ mod tests {
         let d = host.on_response(&wide, &req, &TestResponse::new(200), &ctx);
         assert_eq!(d.edits().unwrap().set_str("ratelimit-remaining"), Some("2"));
         assert_eq!(d.edits().unwrap().set_str("ratelimit-limit"), Some("3"));
+        assert_eq!(
+            d.edits().unwrap().set_str("ratelimit-policy"),
+            Some("3;w=1")
+        );
     }
 
     #[test]

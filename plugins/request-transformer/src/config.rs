@@ -71,9 +71,11 @@ impl Config {
             }
         }
         for (name, value) in h.set.iter().chain(h.add.iter()) {
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            // What HTTP allows in a field value (RFC 9110 §5.5): no control character
+            // other than tab.
+            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err(format!(
-                    "`headers`: the value of {name:?} contains CR, LF or NUL"
+                    "`headers`: the value of {name:?} contains a control character"
                 ));
             }
         }
@@ -189,7 +191,15 @@ mod tests {
             ),
             (
                 json!({ "headers": { "set": { "x": "a\r\nb: c" } } }),
-                "CR, LF or NUL",
+                "control character",
+            ),
+            (
+                json!({ "headers": { "add": { "x": "a\u{1}b" } } }),
+                "control character",
+            ),
+            (
+                json!({ "headers": { "set": { "x": "a\u{7f}" } } }),
+                "control character",
             ),
             (
                 json!({ "query": { "add": { "": "1" } } }),

@@ -56,13 +56,16 @@ impl RequestTransformer {
             if from == to || !present.contains(from) {
                 continue;
             }
-            let values = req.header_all(from);
             present.remove(from);
             edits = edits
                 .remove_header(from.as_str())
                 .remove_header(to.as_str());
-            for v in values {
-                edits = edits.append_header(to.as_str(), v);
+            // A `set` of the new name replaces the renamed values (the host applies sets
+            // before appends, so appending them would keep them after the set value).
+            if !h.set.contains_key(to) {
+                for v in req.header_all(from) {
+                    edits = edits.append_header(to.as_str(), v);
+                }
             }
             present.insert(to.clone());
         }
@@ -156,6 +159,19 @@ mod tests {
             (out.path.as_str(), out.query.as_deref()),
             ("/internal/users", Some("expand=1"))
         );
+    }
+
+    #[test]
+    fn set_of_a_renamed_header_replaces_its_values() {
+        let req = TestRequest::get("/")
+            .header("x-old", "a")
+            .header("x-old", "b");
+        let out = forwarded(
+            json!({ "headers": { "rename": { "x-old": "x-new" }, "set": { "x-new": "v" } } }),
+            &req,
+        );
+        assert_eq!(out.get_header("x-old"), None);
+        assert_eq!(out.get_header_all("x-new"), ["v"]);
     }
 
     #[test]
