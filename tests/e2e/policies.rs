@@ -24,12 +24,13 @@ const BOB_SHA256: &str = "a8d03014f0b310a87ce329e6cad51d77e4ef3b2529f27424c2b31f
 const HOSTILE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The first-party components and fixtures these tests load (file stems).
-const COMPONENTS: [&str; 11] = [
+const COMPONENTS: [&str; 12] = [
     "noop",
     "kv_probe",
     "echo_attrs",
     "hostile",
     "hostile_sync",
+    "hostile_body",
     "key_auth",
     "rate_limit",
     "analytics",
@@ -662,6 +663,51 @@ failure_status = 503
 
 /// Modes of the hostile fixture that must make the call fail.
 const FAILING_MODES: [&str; 5] = ["loop", "memory", "recursion", "trap", "huge-header"];
+
+/// The body phase of a body policy is bounded like the others: a policy misbehaving in
+/// `on-request-body` fails that request within its deadline; failing open, it is skipped
+/// whole, so the edit its `on-request` made before never reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_body_phases_fail_within_their_deadline_and_open_ones_are_skipped_whole() {
+    let up = Upstream::named("ok").await;
+    let mut cfg = format!(
+        "{}{}{}[[routes]]\nname = \"ok\"\npath = \"/ok\"\nupstream = \"u\"\n[[routes.policies]]\nplugin = \"noop\"\n\n",
+        upstream(&up),
+        plugin(
+            "hostile-body",
+            "hostile_body",
+            "grants = [\"kv\"]\ncpu_timeout = \"50ms\"\ntimeout = \"2s\"\nmax_memory_bytes = 67108864",
+        ),
+        plugin("noop", "noop", ""),
+    );
+    let modes = [
+        "loop",
+        "recursion",
+        "trap",
+        "huge-header",
+        "host-error-unwrap",
+    ];
+    for mode in modes {
+        cfg.push_str(&format!(
+            "[[routes]]\nname = \"{mode}\"\npath = \"/{mode}\"\nupstream = \"u\"\n[[routes.policies]]\nplugin = \"hostile-body\"\nconfig = {{ mode = \"{mode}\", phase = \"body\" }}\nfailure_status = 503\n\n"
+        ));
+    }
+    cfg.push_str(
+        "[[routes]]\nname = \"open\"\npath = \"/open\"\nupstream = \"u\"\n[[routes.policies]]\nplugin = \"hostile-body\"\nconfig = { mode = \"trap\", phase = \"body\" }\non_failure = \"open\"\n",
+    );
+    let mut gw = start(&cfg);
+    for mode in modes {
+        let j = hostile_request_fails(&mut gw, &format!("/{mode}"), mode).await;
+        assert_eq!(j["policy"], format!("{mode}/hostile-body#0"), "{j}");
+    }
+    let r = get(&gw.url("main", "/open"), &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    assert_eq!(
+        last_seen(&up, "x-hostile-edited"),
+        ("/open".to_string(), None),
+        "the skipped policy's request edit reached the upstream"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_serving() {

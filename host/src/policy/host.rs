@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method};
 use wasmtime::component::{Resource, WasmList, WasmStr};
 use wasmtime::{AsContext, StoreContextMut};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::sluice::policy::{clock, kv, log, outbound_http, rate_limit, types};
 use super::capabilities::Capabilities;
@@ -86,7 +86,7 @@ pub struct CallData {
 
 /// The data of one policy instance's store.
 pub struct HostState {
-    pub(super) limits: StoreLimits,
+    pub(super) limits: GuestLimits,
     pub(super) caps: Arc<Capabilities>,
     pub(super) call: CallData,
     /// WASI context and resource table, only for components that import `wasi:*`
@@ -131,17 +131,91 @@ impl Default for CpuClock {
     }
 }
 
-impl HostState {
-    /// A store state capped at `max_memory` bytes of linear memory.
-    pub fn new(caps: Arc<Capabilities>, max_memory: usize) -> Self {
+/// A store's resource limits: wasmtime's [`StoreLimits`], plus the memory cap applied to
+/// the sum of the instance's linear memories (a component of several core modules may have
+/// several; `StoreLimits` caps each one alone).
+pub(super) struct GuestLimits {
+    inner: StoreLimits,
+    max_memory: usize,
+    memory_total: usize,
+}
+
+impl GuestLimits {
+    /// Limits with `max_memory` bytes for all linear memories together.
+    fn new(max_memory: usize) -> Self {
         Self {
-            limits: StoreLimitsBuilder::new()
+            inner: StoreLimitsBuilder::new()
                 .memory_size(max_memory)
                 .instances(16)
                 .tables(16)
                 .memories(4)
                 .trap_on_grow_failure(true)
                 .build(),
+            max_memory,
+            memory_total: 0,
+        }
+    }
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self
+            .memory_total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_memory {
+            wasmtime::bail!(
+                "forcing trap: linear memories totalling {total} bytes, over the {} byte cap",
+                self.max_memory
+            );
+        }
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_total = total;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+impl HostState {
+    /// A store state capped at `max_memory` bytes of linear memory.
+    pub fn new(caps: Arc<Capabilities>, max_memory: usize) -> Self {
+        Self {
+            limits: GuestLimits::new(max_memory),
             caps,
             call: CallData::default(),
             wasi: None,
@@ -480,6 +554,19 @@ impl outbound_http::Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_cap_applies_to_the_sum_of_an_instances_memories() {
+        const MIB: usize = 1 << 20;
+        let mut l = GuestLimits::new(10 * MIB);
+        // Two memories of 4 MiB each fit; a third of 4 MiB would make 12.
+        assert!(l.memory_growing(0, 4 * MIB, None).unwrap());
+        assert!(l.memory_growing(0, 4 * MIB, None).unwrap());
+        assert!(l.memory_growing(0, 4 * MIB, None).is_err());
+        // Growing one of them by 2 MiB reaches the cap exactly; 1 byte more does not fit.
+        assert!(l.memory_growing(4 * MIB, 6 * MIB, None).unwrap());
+        assert!(l.memory_growing(6 * MIB, 6 * MIB + 1, None).is_err());
+    }
 
     #[test]
     fn header_lookups_ignore_case_and_find_nothing_for_invalid_names() {

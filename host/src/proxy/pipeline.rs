@@ -59,23 +59,39 @@ fn apply_headers(
             "more than {MAX_EDIT_HEADERS} header edits"
         )));
     }
+    // Every pair is checked before any edit is made: a refused decision changes nothing.
+    let pairs = set
+        .iter()
+        .chain(append)
+        .map(|h| header_pair(&h.name, &h.value))
+        .collect::<Result<Vec<_>, _>>()?;
     for r in remove {
         if let Ok(n) = HeaderName::from_bytes(r.as_bytes()) {
             headers.remove(n);
         }
     }
-    for h in set {
-        let (n, v) = header_pair(&h.name, &h.value)?;
+    let mut pairs = pairs.into_iter();
+    for (n, v) in pairs.by_ref().take(set.len()) {
         headers.insert(n, v);
     }
-    for h in append {
-        let (n, v) = header_pair(&h.name, &h.value)?;
+    for (n, v) in pairs {
         headers.append(n, v);
     }
     Ok(())
 }
 
+/// Applies a policy's request edits, all or none.
 fn apply_request_edits(view: &mut RequestView, e: &RequestEdits) -> Result<(), PolicyError> {
+    if let Some(p) = &e.path
+        && (!p.starts_with('/') || p.parse::<PathAndQuery>().is_err() || p.contains('?'))
+    {
+        return Err(PolicyError::BadDecision(format!("invalid path {p:?}")));
+    }
+    if let Some(q) = &e.query
+        && format!("/?{q}").parse::<PathAndQuery>().is_err()
+    {
+        return Err(PolicyError::BadDecision(format!("invalid query {q:?}")));
+    }
     apply_headers(
         &mut view.headers,
         &e.remove_headers,
@@ -83,15 +99,9 @@ fn apply_request_edits(view: &mut RequestView, e: &RequestEdits) -> Result<(), P
         &e.append_headers,
     )?;
     if let Some(p) = &e.path {
-        if !p.starts_with('/') || p.parse::<PathAndQuery>().is_err() || p.contains('?') {
-            return Err(PolicyError::BadDecision(format!("invalid path {p:?}")));
-        }
         view.path = p.clone();
     }
     if let Some(q) = &e.query {
-        if format!("/?{q}").parse::<PathAndQuery>().is_err() {
-            return Err(PolicyError::BadDecision(format!("invalid query {q:?}")));
-        }
         view.query = (!q.is_empty()).then(|| q.clone());
     }
     Ok(())
@@ -164,12 +174,20 @@ async fn run_request_phases(
                 Some(b) => b,
                 None => read_body(std::mem::replace(&mut body, body::empty()), max_body).await?,
             };
+            // The body phase sees the request phase's edits; if it then fails, the policy
+            // is skipped whole (when open), edits included.
+            let before = matches!(decision, Ok(RequestDecision::Edit(_))).then(|| data.req.clone());
             if let Ok(RequestDecision::Edit(e)) = &decision
                 && let Err(err) = apply_request_edits(&mut data.req, e)
             {
                 decision = Err(err);
             } else {
                 decision = step.policy.on_request_body(data, bytes.to_vec()).await;
+                if decision.is_err()
+                    && let Some(before) = before
+                {
+                    data.req = before;
+                }
             }
             buffered = Some(bytes);
         }
@@ -270,4 +288,79 @@ pub(super) async fn response_phase(
     }
     parts.headers = std::mem::take(&mut data.resp.headers);
     Ok(Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(name: &str, value: &[u8]) -> Header {
+        Header {
+            name: name.into(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn edits() -> RequestEdits {
+        RequestEdits {
+            remove_headers: vec!["x-gone".into()],
+            set_headers: vec![header("x-set", b"1")],
+            append_headers: vec![header("x-added", b"2")],
+            path: None,
+            query: None,
+        }
+    }
+
+    fn view() -> RequestView {
+        let mut v = RequestView {
+            path: "/a".into(),
+            ..Default::default()
+        };
+        v.headers.insert("x-gone", HeaderValue::from_static("here"));
+        v
+    }
+
+    #[test]
+    fn request_edits_apply_whole() {
+        let mut v = view();
+        let e = RequestEdits {
+            path: Some("/b".into()),
+            query: Some("q=1".into()),
+            ..edits()
+        };
+        apply_request_edits(&mut v, &e).unwrap();
+        assert_eq!((v.path.as_str(), v.query.as_deref()), ("/b", Some("q=1")));
+        assert!(!v.headers.contains_key("x-gone"));
+        assert_eq!(v.headers["x-set"], "1");
+        assert_eq!(v.headers["x-added"], "2");
+    }
+
+    #[test]
+    fn a_refused_decision_changes_nothing() {
+        let refused = [
+            RequestEdits {
+                path: Some("no-slash".into()),
+                ..edits()
+            },
+            RequestEdits {
+                query: Some("a b".into()),
+                ..edits()
+            },
+            RequestEdits {
+                append_headers: vec![header("x-ok", b"1"), header("bad name", b"2")],
+                ..edits()
+            },
+            RequestEdits {
+                set_headers: vec![header("x-ok", b"1"), header("x-bad", b"a\nb")],
+                ..edits()
+            },
+        ];
+        for e in refused {
+            let mut v = view();
+            assert!(apply_request_edits(&mut v, &e).is_err(), "{e:?}");
+            assert_eq!(v.path, "/a");
+            assert_eq!(v.headers.len(), 1, "{e:?} left {:?}", v.headers);
+            assert_eq!(v.headers["x-gone"], "here");
+        }
+    }
 }
