@@ -77,7 +77,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 ///
 /// From a trusted peer, incoming values are kept and the peer is appended to
 /// X-Forwarded-For; the client is the right-most untrusted address in that list. From any
-/// other peer, incoming X-Forwarded-* and `Forwarded` are discarded and replaced.
+/// other peer, incoming X-Forwarded-* and `Forwarded` are discarded and replaced, and the
+/// other client-identity headers upstreams commonly believe (`X-Real-IP`,
+/// `X-Forwarded-Port`, `X-Forwarded-Prefix`) are removed.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -119,6 +121,9 @@ pub fn set_forwarded(
     } else {
         headers.remove(header::FORWARDED);
         headers.remove(&xfh);
+        for spoofable in ["x-real-ip", "x-forwarded-port", "x-forwarded-prefix"] {
+            headers.remove(spoofable);
+        }
         if let Ok(v) = HeaderValue::from_str(&peer_str) {
             headers.insert(&xff, v);
         }
