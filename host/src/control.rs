@@ -70,9 +70,10 @@ pub fn plugin_base(reference: &str) -> &str {
 pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Config, Vec<Issue>> {
     let mut out = file.clone();
     let mut issues = Vec::new();
-    // The admin API's rule for names: a plugin's name is its kv namespace and the first part
-    // of a pinned reference (`name@3`), so `@`, `:` or `}` in it would alias another's.
-    for name in file.plugins.keys() {
+    // The admin API's rule for names, for the file's plugins and for any stored one: a
+    // plugin's name is its kv namespace and the first part of a pinned reference
+    // (`name@3`), so `@`, `:` or `}` in it would alias another's.
+    for name in file.plugins.keys().chain(managed.plugins.keys()) {
         if !is_valid_name(name) {
             issues.push(Issue::new(
                 KeyPath::default().key("plugins").key(name),
@@ -282,6 +283,31 @@ pub async fn build_composed(
     Snapshot::build(&config, env).await
 }
 
+/// The settings read once at start (the runtime, the log filter, the connection cap, the
+/// access-log file, the policy engine, the stores, the admin API) that differ between `old`
+/// and `new`.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! compare {
+        ($($name:literal: $($field:ident).+;)+) => {$(
+            if format!("{:?}", old.$($field).+) != format!("{:?}", new.$($field).+) {
+                changed.push($name);
+            }
+        )+};
+    }
+    compare! {
+        "gateway.workers": gateway.workers;
+        "gateway.log_level": gateway.log_level;
+        "limits.max_connections": limits.max_connections;
+        "access_log.path": access_log.path;
+        "[policy]": policy;
+        "[state]": state;
+        "[redis]": redis;
+        "[admin]": admin;
+    }
+    changed
+}
+
 /// The change coordinator of a running gateway.
 pub struct Control {
     source: Source,
@@ -423,6 +449,13 @@ impl Control {
                 "reload rejected: listeners cannot change without a restart; the previous configuration keeps serving"
             );
             return;
+        }
+        let later = restart_only_changes(&current.config, &next.config);
+        if !later.is_empty() {
+            tracing::warn!(
+                settings = %later.join(", "),
+                "these changed settings take effect at the next restart; the rest is reloaded"
+            );
         }
         next.activate();
         self.shared.snapshot.store(Arc::new(next));

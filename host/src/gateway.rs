@@ -52,6 +52,39 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The signals the gateway acts on (SIGHUP reloads; SIGTERM and SIGINT drain and stop).
+/// Installed first thing, before plugins compile or Redis is waited for, so that a signal
+/// arriving during start-up is queued for the running gateway instead of killing the
+/// process with the default action.
+pub struct Signals {
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> Result<Self, StartError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                hup: signal(SignalKind::hangup()).map_err(StartError::Signals)?,
+                term: signal(SignalKind::terminate()).map_err(StartError::Signals)?,
+                int: signal(SignalKind::interrupt()).map_err(StartError::Signals)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
 }
 
 /// Reads and parses the configuration from `source`.
@@ -131,25 +164,33 @@ pub async fn build(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, Con
         .map_err(|issues| loaded.error(issues))
 }
 
-/// Removes expired kv entries from the embedded store every `every`.
-fn sweep_expired(store: Arc<Store>, every: std::time::Duration) {
+/// Removes expired kv entries from the embedded store, and restored keys from the local
+/// rate limiters, every `every`.
+fn sweep_expired(env: Arc<PolicyEnv>, every: std::time::Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            match store.local_kv.sweep().await {
+            match env.store.local_kv.sweep().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(removed = n, "expired kv entries swept"),
                 Err(e) => tracing::warn!(error = %e, "kv sweep failed"),
             }
+            let keys = env.sweep_limiters();
+            tracing::debug!(keys, "rate-limit keys swept");
         }
     });
 }
 
 /// Runs the gateway until SIGTERM/SIGINT and the drain complete.
-pub async fn run(source: Source, loaded: Loaded, snap: Snapshot) -> Result<(), StartError> {
+pub async fn run(
+    source: Source,
+    loaded: Loaded,
+    snap: Snapshot,
+    signals: Signals,
+) -> Result<(), StartError> {
     let mut listeners = Vec::new();
     for l in &snap.listeners {
         let tcp = server::bind(l.bind).map_err(|source| StartError::Bind {
@@ -172,9 +213,8 @@ pub async fn run(source: Source, loaded: Loaded, snap: Snapshot) -> Result<(), S
         AccessLog::disabled()
     };
     let limits = snap.config.limits.clone();
-    let drain_timeout = snap.config.gateway.drain_timeout.get();
     sweep_expired(
-        snap.policy_env.store.clone(),
+        snap.policy_env.clone(),
         snap.config.state.sweep_interval.get(),
     );
     if let (Some(redis), Some(r)) = (&snap.policy_env.store.redis, &snap.config.redis)
@@ -211,13 +251,15 @@ pub async fn run(source: Source, loaded: Loaded, snap: Snapshot) -> Result<(), S
     }
     tracing::info!("ready");
 
-    wait_for_stop(&control).await;
+    wait_for_stop(&control, signals).await;
     let _ = shutdown_tx.send(true);
     // Once every accept loop has returned, its listener is closed: new connections are
     // refused from here on, while open ones finish.
     for l in accept_loops {
         let _ = l.await;
     }
+    // The configuration serving at the stop (reloads may have changed it).
+    let drain_timeout = shared.snapshot.load().config.gateway.drain_timeout.get();
     tracing::info!(timeout = ?drain_timeout, "draining");
     drop(life);
     match tokio::time::timeout(drain_timeout, open_rx.recv()).await {
@@ -227,27 +269,23 @@ pub async fn run(source: Source, loaded: Loaded, snap: Snapshot) -> Result<(), S
     Ok(())
 }
 
+/// Serves SIGHUPs until SIGTERM or SIGINT. A reload runs in its own task (reloads are
+/// serialised by the control plane), so a stop signal during a slow reload is not delayed.
 #[cfg(unix)]
-async fn wait_for_stop(control: &Control) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
+async fn wait_for_stop(control: &Arc<Control>, mut s: Signals) {
     loop {
         tokio::select! {
-            _ = hup.recv() => control.reload_file().await,
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+            _ = s.hup.recv() => {
+                let control = control.clone();
+                tokio::spawn(async move { control.reload_file().await });
+            }
+            _ = s.term.recv() => return,
+            _ = s.int.recv() => return,
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_control: &Control) {
+async fn wait_for_stop(_control: &Arc<Control>, _s: Signals) {
     let _ = tokio::signal::ctrl_c().await;
 }

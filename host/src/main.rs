@@ -379,9 +379,10 @@ fn main() -> ExitCode {
                 }
             };
             let started = rt.block_on(async {
+                let signals = gateway::Signals::install()?;
                 let env = gateway::policy_env(&loaded, gateway::Purpose::Serve)?;
                 let snap = gateway::build(&loaded, env).await?;
-                gateway::run(source, loaded, snap).await
+                gateway::run(source, loaded, snap, signals).await
             });
             match started {
                 Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 use sluice_tests::gateway::binary;
 use sluice_tests::{Gateway, Resp, plugin_path, send};
+use tokio::io::AsyncReadExt;
 
 use crate::policies::{policy_settings, warm_cache};
 
@@ -213,6 +214,15 @@ async fn bad_uploads_are_refused_with_the_reason_and_change_nothing() {
         let j = problem(&r, 422);
         assert!(r.body.contains(reason), "{what}: {}", r.body);
         assert!(j["detail"].is_string());
+    }
+    // A name is a kv namespace and the part before `@` of a pinned reference: `a}:x` would
+    // share Redis keys with plugin `a`, `a@x` would read as a pin.
+    for name in ["a%7D%3Ax", "a%40x", "a%20b"] {
+        let path = format!("/v1/plugins/{name}/versions");
+        let bytes = std::fs::read(plugin_path("noop")).unwrap();
+        let r = admin(&gw, "POST", &path, Some(&token), Some(bytes), &[]).await;
+        problem(&r, 422);
+        assert!(r.body.contains("invalid name"), "{name}: {}", r.body);
     }
     let config = as_admin(&gw, "GET", "/v1/config", None).await;
     assert_eq!(config.header("etag"), Some("\"0\""), "nothing was stored");
@@ -680,6 +690,38 @@ async fn the_openapi_document_describes_exactly_the_served_endpoints() {
             .unwrap()
             .contains("no such endpoint")
     );
+}
+
+/// Connections that never send a request cannot hold the admin API's connection slots: each
+/// is closed after the 10 s request-head deadline, and the API answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_cannot_lock_out_the_admin_api() {
+    const SLOTS: usize = 64;
+    let gw = gateway("");
+    let addr = gw.addr("admin");
+    let mut silent = Vec::new();
+    for _ in 0..SLOTS + 4 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let start = std::time::Instant::now();
+    let health = sluice_tests::within(
+        Duration::from_secs(30),
+        admin(&gw, "GET", "/healthz", None, None, &[]),
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "answered after {:?}: the slots were not all taken",
+        start.elapsed()
+    );
+    for mut s in silent {
+        let mut buf = [0u8; 64];
+        let n = sluice_tests::within(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a silent connection got {:?}", &buf[..n]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -301,6 +301,55 @@ async fn sighup_applies_a_good_file_and_keeps_serving_after_a_bad_one() {
     assert_eq!(get(&gw.url("main", "/"), &[]).await.body, "two");
 }
 
+/// A reload that changes a setting read only at start (here `limits.max_connections`) says
+/// so, naming it; `drain_timeout` is reloaded: the stop after the reload waits only the new,
+/// shorter time for a request that never finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_names_settings_that_need_a_restart_and_reloads_the_drain_timeout() {
+    let (up, _release, mut arrived) = Upstream::held("never").await;
+    let file = |drain: &str, max_connections: u32| {
+        format!(
+            "[gateway]\ndrain_timeout = \"{drain}\"\n\n[limits]\nmax_connections = {max_connections}\n\n\
+             [[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n\
+             [upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+            up.addr
+        )
+    };
+    let mut gw = Gateway::start(&file("60s", 1000));
+    std::fs::write(gw.config_path(), file("1s", 999)).unwrap();
+    gw.signal("HUP");
+    assert!(
+        gw.wait_stderr(
+            |l| l.contains("take effect at the next restart")
+                && l.contains("limits.max_connections")
+                && !l.contains("drain"),
+            Duration::from_secs(10)
+        ),
+        "{:?}",
+        gw.stderr()
+    );
+    assert!(gw.wait_stderr(
+        |l| l.contains("configuration reloaded"),
+        Duration::from_secs(10)
+    ));
+    let url = gw.url("main", "/held");
+    let _inflight = tokio::spawn(async move { get(&url, &[]).await });
+    within(WAIT, arrived.recv()).await.unwrap();
+    gw.signal("TERM");
+    assert!(gw.wait_stderr(|l| l.contains("draining"), Duration::from_secs(10)));
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .expect("the reloaded 1 s drain timeout did not apply");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        gw.stderr()
+            .iter()
+            .any(|l| l.contains("drain timeout reached")),
+        "{:?}",
+        gw.stderr()
+    );
+}
+
 /// SIGTERM and SIGINT alike: stop accepting, let the request in flight finish, exit 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {

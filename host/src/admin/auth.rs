@@ -84,7 +84,18 @@ pub(super) fn bootstrap(db: &Db, settings: &AdminSettings) -> Result<(), String>
                 "{TOKEN_ENV} must be at least {MIN_TOKEN_LEN} characters"
             ));
         }
-        db.put_token(&sha256_hex(secret.trim().as_bytes()), &record, true)
+        let sha = sha256_hex(secret.trim().as_bytes());
+        // A secret that already belongs to another token (a read-only one exported for the
+        // CLI, say) must not be turned into the admin bootstrap token.
+        if let Some(other) = db.token(&sha).map_err(|e| e.to_string())?
+            && other.name != record.name
+        {
+            return Err(format!(
+                "{TOKEN_ENV} is the secret of token {:?}; use another secret for the bootstrap token",
+                other.name
+            ));
+        }
+        db.put_token(&sha, &record, true)
             .map_err(|e| e.to_string())?;
         return Ok(());
     }

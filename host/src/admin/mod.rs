@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
@@ -202,9 +202,11 @@ async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ap
         tokio::spawn(async move {
             let _permit = permit;
             let service = TowerToHyperService::new(app);
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // HTTP/1.1 only: its request-head deadline runs from the connection's start, so
+            // a connection that never sends a request gives its slot back after 10 s
+            // (hyper-util's auto builder waits for the first bytes with no deadline).
+            let mut builder = hyper::server::conn::http1::Builder::new();
             builder
-                .http1()
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .timer(hyper_util::rt::TokioTimer::new());
             let result = match tls {

@@ -151,6 +151,7 @@ pub(super) async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
+    super::resources::valid_name(&name)?;
     let settings = a.control.admin_settings();
     let bytes = match Limited::new(body, settings.max_plugin_bytes)
         .collect()

@@ -68,6 +68,25 @@ impl PolicyEnv {
         ))
     }
 
+    /// Forgets, in every policy's local limiter, the keys whose allowance is fully restored;
+    /// returns how many keys they still remember.
+    pub fn sweep_limiters(&self) -> usize {
+        let limiters: Vec<Arc<LocalLimiter>> = self
+            .limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        limiters
+            .iter()
+            .map(|l| {
+                l.sweep();
+                l.len()
+            })
+            .sum()
+    }
+
     /// The rate limiter of the policy labelled `label` (its state kept across reloads);
     /// `None` when it asks for Redis and none is configured.
     pub fn limiter(&self, label: &str, p: &PolicyRef) -> Option<RateLimiter> {

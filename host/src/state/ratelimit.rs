@@ -77,6 +77,11 @@ pub struct Verdict {
 }
 
 const SHARDS: usize = 64;
+/// Keys one limiter remembers at most (per shard: this over [`SHARDS`]): 1 Mi. Beyond, a
+/// new key is checked as the fresh key it is but not remembered until a sweep frees room, so
+/// that a flood of made-up keys (random header values, rotating addresses) cannot grow the
+/// gateway's memory without bound; keys already known stay limited.
+const MAX_KEYS: usize = 1 << 20;
 
 /// One shard: `(key, theoretical arrival time)` entries found by their hash.
 type Shard = HashTable<(Box<str>, u64)>;
@@ -142,8 +147,12 @@ impl LocalLimiter {
         match found {
             Some(e) => e.1 = new_tat,
             None => {
-                let hasher = &self.hasher;
-                shard.insert_unique(hash, (key.into(), new_tat), |e| hasher.hash_one(&*e.0));
+                // Full until the periodic sweep frees room (no scan here: a flood would pay
+                // one per request).
+                if shard.len() < MAX_KEYS / SHARDS {
+                    let hasher = &self.hasher;
+                    shard.insert_unique(hash, (key.into(), new_tat), |e| hasher.hash_one(&*e.0));
+                }
             }
         }
         let remaining = now.saturating_add(tolerance).saturating_sub(new_tat) / interval;
@@ -156,9 +165,26 @@ impl LocalLimiter {
         }
     }
 
+    /// How many keys the limiter remembers.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether the limiter remembers no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets keys whose allowance is fully restored (their state equals a fresh key's).
     pub fn sweep(&self) {
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.sweep_at(self.epoch.elapsed().as_nanos() as u64);
+    }
+
+    /// [`Self::sweep`] at an explicit time (nanoseconds since the limiter's epoch).
+    pub fn sweep_at(&self, now: u64) {
         for s in &self.shards {
             s.lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -201,6 +227,30 @@ mod tests {
         };
         assert_eq!(ok.check_valid(), Ok(()));
         assert!(l.check_at("k2", ok, 1, SEC).allowed);
+    }
+
+    #[test]
+    fn keys_are_forgotten_once_restored_and_never_exceed_the_cap() {
+        let l = LocalLimiter::new();
+        let lim = Limit {
+            requests: 1,
+            window_ms: 1000,
+            burst: 0,
+        };
+        for i in 0..1000 {
+            l.check_at(&format!("k{i}"), lim, 1, SEC);
+        }
+        assert_eq!(l.len(), 1000);
+        // One window later every allowance is restored: a sweep forgets them all.
+        l.sweep_at(2 * SEC + 1);
+        assert!(l.is_empty());
+        // A flood of distinct keys within one window stops at the cap...
+        for i in 0..MAX_KEYS + 5000 {
+            l.check_at(&format!("f{i}"), lim, 1, 3 * SEC);
+        }
+        assert!(l.len() <= MAX_KEYS, "{}", l.len());
+        // ...and known keys stay limited.
+        assert!(!l.check_at("f0", lim, 1, 3 * SEC).allowed);
     }
 
     #[test]

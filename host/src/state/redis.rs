@@ -223,8 +223,11 @@ fn index_key(ns: &str) -> String {
     format!("sluice:kvidx:{{{ns}}}")
 }
 
+/// The TTL in milliseconds for `PX`: at least 1, and at most a span Redis can add to its
+/// clock without overflowing (larger TTLs are "forever" for every practical purpose).
 fn ttl_arg(ttl: Option<Duration>) -> i64 {
-    ttl.map_or(0, |t| (t.as_millis() as i64).max(1))
+    const LONGEST_MS: u128 = (i64::MAX / 2) as u128;
+    ttl.map_or(0, |t| t.as_millis().clamp(1, LONGEST_MS) as i64)
 }
 
 fn unavailable(e: RedisError) -> KvError {

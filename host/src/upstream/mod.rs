@@ -225,6 +225,15 @@ impl UpstreamGroup {
         self.balancer
             .pick(&self.targets, key, ok)
             .or_else(|| exclude.filter(|i| self.eligible(*i)))
+            // Passive ejection never empties an upstream: when every target that passes its
+            // health checks is ejected, they all take traffic again (Envoy's panic routing,
+            // for ejections). Otherwise a client able to make requests fail (slow URLs,
+            // answers of 502-504) could take the whole upstream out for `ejection_time`.
+            .or_else(|| {
+                self.balancer.pick(&self.targets, key, |i| {
+                    self.targets[i].healthy.load(Ordering::Relaxed)
+                })
+            })
     }
 
     /// Records the outcome of a request to target `i` for passive health.
