@@ -12,8 +12,11 @@
 //! is left, so with `N` nodes a window admits at most the limit plus
 //! `(N − 1) × min(limit, r × sync_interval)` where `r` is one node's request rate for the key.
 //! As with any fixed window, a client can also use two windows' allowance around a boundary.
-//! While reconciliation fails the limiter reports errors, so the policy's
-//! `on_backend_error` rule applies.
+//! While reconciliation fails altogether (Redis unreachable) the limiter reports errors, so
+//! the policy's `on_backend_error` rule applies; a key whose call alone failed (a timeout
+//! among many keys) keeps its pending count for the next round. A key checked against
+//! several limits (windows) is counted once per window. At most [`MAX_KEYS`] keys are
+//! counted at once: beyond, a new key is answered as the fresh key it is, uncounted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ratelimit::{Limit, Verdict};
 use super::redis::Redis;
+
+/// Keys counted at once, per limiter.
+const MAX_KEYS: usize = 1 << 20;
+/// Reconciliation calls in flight at once.
+const CONCURRENT_CALLS: usize = 64;
 
 struct Slot {
     window: u64,
@@ -34,7 +42,8 @@ struct Slot {
 pub struct Hybrid {
     redis: Arc<Redis>,
     prefix: String,
-    slots: Mutex<HashMap<String, Slot>>,
+    /// Per key, one slot per window length it is checked against.
+    slots: Mutex<HashMap<String, Vec<Slot>>>,
     synced: AtomicBool,
 }
 
@@ -67,43 +76,8 @@ impl Hybrid {
         if !self.synced.load(Ordering::Relaxed) {
             return Err("hybrid rate limiter cannot reconcile with redis".into());
         }
-        let window_ms = limit.window_ms.max(1);
-        let now = now_ms();
-        let window = now / window_ms;
-        let reset_ms = (window + 1) * window_ms - now;
-        let requests = u64::from(limit.requests);
-        let cost = u64::from(cost.max(1));
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = match slots.get_mut(key) {
-            Some(s) => s,
-            None => slots.entry(key.to_owned()).or_insert(Slot {
-                window,
-                window_ms,
-                global: 0,
-                pending: 0,
-            }),
-        };
-        if slot.window != window || slot.window_ms != window_ms {
-            *slot = Slot {
-                window,
-                window_ms,
-                global: 0,
-                pending: 0,
-            };
-        }
-        let used = slot.global + slot.pending;
-        let allowed = used + cost <= requests;
-        if allowed {
-            slot.pending += cost;
-        }
-        let used = slot.global + slot.pending;
-        Ok(Verdict {
-            allowed,
-            limit: limit.requests,
-            remaining: requests.saturating_sub(used) as u32,
-            reset_ms,
-            retry_after_ms: if allowed { 0 } else { reset_ms },
-        })
+        Ok(count(&mut slots, key, limit, cost, now_ms()))
     }
 
     /// Adds every key's pending count to Redis and learns the totals.
@@ -111,34 +85,125 @@ impl Hybrid {
         let now = now_ms();
         let batch: Vec<(String, u64, u64, u64)> = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.retain(|_, s| s.window == now / s.window_ms);
+            slots.retain(|_, windows| {
+                windows.retain(|s| s.window == now / s.window_ms);
+                !windows.is_empty()
+            });
             slots
                 .iter()
-                .map(|(k, s)| (k.clone(), s.window, s.window_ms, s.pending))
+                .flat_map(|(k, windows)| {
+                    windows
+                        .iter()
+                        .map(|s| (k.clone(), s.window, s.window_ms, s.pending))
+                })
                 .collect()
         };
-        let calls = batch.iter().map(|(key, window, window_ms, pending)| {
-            let counter = format!("{}{key}:{window}", self.prefix);
-            self.redis.window_add(counter, *pending, window_ms * 2)
-        });
-        let totals = futures_util::future::join_all(calls).await;
-        let mut ok = true;
+        use futures_util::StreamExt as _;
+        // Collected first: a lazy map in the stream makes the spawned task's future not
+        // provably `Send`.
+        let calls: Vec<_> = batch
+            .iter()
+            .map(|(key, window, window_ms, pending)| {
+                let counter = format!("{}{key}:{window_ms}:{window}", self.prefix);
+                self.redis.window_add(counter, *pending, window_ms * 2)
+            })
+            .collect();
+        let totals: Vec<_> = futures_util::stream::iter(calls)
+            .buffered(CONCURRENT_CALLS)
+            .collect()
+            .await;
+        let (mut succeeded, mut failed) = (0usize, 0usize);
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        for ((key, window, _, flushed), total) in batch.into_iter().zip(totals) {
+        for ((key, window, window_ms, flushed), total) in batch.into_iter().zip(totals) {
             match total {
                 Ok(total) => {
-                    if let Some(s) = slots.get_mut(&key).filter(|s| s.window == window) {
+                    succeeded += 1;
+                    let slot = slots.get_mut(&key).and_then(|windows| {
+                        windows
+                            .iter_mut()
+                            .find(|s| s.window_ms == window_ms && s.window == window)
+                    });
+                    if let Some(s) = slot {
                         s.pending = s.pending.saturating_sub(flushed);
                         s.global = total;
                     }
                 }
                 Err(e) => {
-                    ok = false;
+                    failed += 1;
                     tracing::debug!(error = %e, "hybrid reconciliation failed");
                 }
             }
         }
-        self.synced.store(ok, Ordering::Relaxed);
+        // Out of sync only when Redis answered none of the calls.
+        self.synced
+            .store(failed == 0 || succeeded > 0, Ordering::Relaxed);
+    }
+}
+
+/// Counts `cost` units for `key` against `limit` at `now` (ms since the epoch) in the local
+/// view `slots`.
+fn count(
+    slots: &mut HashMap<String, Vec<Slot>>,
+    key: &str,
+    limit: Limit,
+    cost: u32,
+    now: u64,
+) -> Verdict {
+    let window_ms = limit.window_ms.max(1);
+    let window = now / window_ms;
+    let reset_ms = (window + 1) * window_ms - now;
+    let requests = u64::from(limit.requests);
+    let cost = u64::from(cost.max(1));
+    if !slots.contains_key(key) {
+        if slots.len() >= MAX_KEYS {
+            let allowed = cost <= requests;
+            return Verdict {
+                allowed,
+                limit: limit.requests,
+                remaining: requests.saturating_sub(if allowed { cost } else { 0 }) as u32,
+                reset_ms,
+                retry_after_ms: if allowed { 0 } else { reset_ms },
+            };
+        }
+        // The key is copied only the first time it is seen in a window.
+        slots.insert(key.to_owned(), Vec::with_capacity(1));
+    }
+    let Some(windows) = slots.get_mut(key) else {
+        unreachable!("the key was inserted above")
+    };
+    let i = match windows.iter().position(|s| s.window_ms == window_ms) {
+        Some(i) => i,
+        None => {
+            windows.push(Slot {
+                window,
+                window_ms,
+                global: 0,
+                pending: 0,
+            });
+            windows.len() - 1
+        }
+    };
+    let slot = &mut windows[i];
+    if slot.window != window {
+        *slot = Slot {
+            window,
+            window_ms,
+            global: 0,
+            pending: 0,
+        };
+    }
+    let used = slot.global + slot.pending;
+    let allowed = used + cost <= requests;
+    if allowed {
+        slot.pending += cost;
+    }
+    let used = slot.global + slot.pending;
+    Verdict {
+        allowed,
+        limit: limit.requests,
+        remaining: requests.saturating_sub(used) as u32,
+        reset_ms,
+        retry_after_ms: if allowed { 0 } else { reset_ms },
     }
 }
 
@@ -149,5 +214,35 @@ async fn reconcile_forever(limiter: Weak<Hybrid>, interval: Duration) {
         tick.tick().await;
         let Some(l) = limiter.upgrade() else { return };
         l.reconcile().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_key_checked_against_two_windows_is_counted_in_each() {
+        let mut slots = HashMap::new();
+        let per_second = Limit {
+            requests: 10,
+            window_ms: 1000,
+            burst: 0,
+        };
+        let per_hour = Limit {
+            requests: 3,
+            window_ms: 3_600_000,
+            burst: 0,
+        };
+        let now = 7_200_000_500;
+        let hourly: Vec<bool> = (0..5)
+            .map(|_| {
+                count(&mut slots, "k", per_second, 1, now);
+                count(&mut slots, "k", per_hour, 1, now).allowed
+            })
+            .collect();
+        assert_eq!(hourly, [true, true, true, false, false]);
+        assert_eq!(count(&mut slots, "k", per_second, 1, now).remaining, 4);
+        assert_eq!(slots["k"].len(), 2);
     }
 }
