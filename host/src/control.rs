@@ -387,7 +387,7 @@ impl Control {
         let revision = db
             .put_managed(&managed, revision, &blobs)
             .map_err(|e| ApplyError::Store(e.to_string()))?;
-        next.activate();
+        next.activate(Some(&self.live()));
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(revision, "configuration changed through the admin API");
         Ok(Ok((out, revision)))
@@ -457,7 +457,7 @@ impl Control {
                 "these changed settings take effect at the next restart; the rest is reloaded"
             );
         }
-        next.activate();
+        next.activate(Some(&self.live()));
         self.shared.snapshot.store(Arc::new(next));
         *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         tracing::info!("configuration reloaded");

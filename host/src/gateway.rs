@@ -222,7 +222,7 @@ pub async fn run(
     {
         tracing::warn!(redis = %r.url_for_logs(), "redis is unreachable; starting degraded (each policy's on_backend_error applies until it connects)");
     }
-    snap.activate();
+    snap.activate(None);
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snap),
         access_log,
@@ -265,6 +265,19 @@ pub async fn run(
     match tokio::time::timeout(drain_timeout, open_rx.recv()).await {
         Ok(_) => tracing::info!("drained"),
         Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    }
+    // The access-log and analytics lines of the last requests are written before exit.
+    let (log, analytics) = {
+        let snap = shared.snapshot.load();
+        (shared.access_log.clone(), snap.policy_env.analytics.clone())
+    };
+    let flushed = tokio::task::spawn_blocking(move || {
+        let limit = std::time::Duration::from_secs(2);
+        log.flush(limit) & analytics.flush(limit)
+    })
+    .await;
+    if !matches!(flushed, Ok(true)) {
+        tracing::warn!("access-log or analytics lines still queued at exit were lost");
     }
     Ok(())
 }

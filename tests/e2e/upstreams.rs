@@ -476,6 +476,48 @@ async fn active_health_check_removes_a_failing_target_and_restores_it() {
     assert!(b.seen().iter().any(|s| s.uri == "/healthz"));
 }
 
+/// A reload keeps what the gateway learned about its targets: a target ejected before
+/// SIGHUP stays ejected after it (a fresh snapshot does not re-admit it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_a_targets_ejection() {
+    let a = Upstream::with(|_req| async {
+        let mut r = Response::new(full("a down"));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await;
+    let b = Upstream::named("b").await;
+    let file = |extra: &str| {
+        config(&format!(
+            "[upstreams.u]\ntargets = [{}, {}]\npassive = {{ consecutive_failures = 1, ejection_time = \"60s\" }}\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n{extra}",
+            target(a.addr),
+            target(b.addr)
+        ))
+    };
+    let gw = Gateway::start(&file(""));
+    let url = gw.url("main", "/");
+    let c = sluice_tests::client();
+    // Round robin starts with `a`: one failure ejects it.
+    assert_eq!(get_on(&c, &url, &[]).await.status, 503);
+    std::fs::write(
+        gw.config_path(),
+        file("\n[[routes]]\nname = \"new\"\npath = \"/new\"\nrespond = \"echo\"\n"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_stderr(|l| l.contains("configuration reloaded"), DEADLINE));
+    assert_eq!(get_on(&c, &gw.url("main", "/new"), &[]).await.status, 200);
+    for _ in 0..4 {
+        let r = get_on(&c, &url, &[]).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "b"),
+            "the reload re-admitted a"
+        );
+    }
+    assert_eq!(a.hits(), 1);
+}
+
 /// Passive ejection cannot take a whole upstream out: with every target ejected, requests
 /// still reach them instead of getting 503.
 #[tokio::test(flavor = "multi_thread")]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use admin::AdminSettings;
 pub use duration::Dur;
-pub use interpolate::{MissingVar, interpolate};
+pub use interpolate::{VarError, interpolate};
 pub use locate::{KeyPath, Locator, Seg};
 pub use model::*;
 pub use policy::*;
@@ -140,17 +140,14 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses configuration text; `file` names it in errors, `base_dir` resolves relative paths.
 pub fn load_str(src: &str, file: String, base_dir: PathBuf) -> Result<Loaded, ConfigError> {
-    let text = interpolate(src, |k| std::env::var(k).ok()).map_err(|missing| ConfigError {
+    let text = interpolate(src, |k| std::env::var(k).ok()).map_err(|errors| ConfigError {
         file: file.clone(),
-        diagnostics: missing
+        diagnostics: errors
             .into_iter()
-            .map(|m| Diagnostic {
-                line: Some(m.line),
+            .map(|e| Diagnostic {
+                line: Some(e.line),
                 path: None,
-                message: format!(
-                    "environment variable {} is not set and has no default (use ${{{}:-default}})",
-                    m.name, m.name
-                ),
+                message: format!("environment variable {} {}", e.name, e.reason),
             })
             .collect(),
     })?;

@@ -170,7 +170,7 @@ impl ResourceLimiter for GuestLimits {
             .saturating_add(desired);
         if total > self.max_memory {
             wasmtime::bail!(
-                "forcing trap: linear memories totalling {total} bytes, over the {} byte cap",
+                "forcing trap when growing memory: the linear memories would total {total} bytes, over the {} byte cap",
                 self.max_memory
             );
         }

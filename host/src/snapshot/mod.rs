@@ -257,9 +257,13 @@ impl Snapshot {
         }
     }
 
-    /// Starts background work (health checks) of a snapshot about to go live.
-    pub fn activate(&self) {
-        for g in self.upstreams.values() {
+    /// Starts the background work (health checks) of a snapshot about to go live, taking
+    /// over what `previous`, the snapshot it replaces, learned about upstream targets.
+    pub fn activate(&self, previous: Option<&Snapshot>) {
+        for (name, g) in &self.upstreams {
+            if let Some(old) = previous.and_then(|p| p.upstreams.get(name)) {
+                g.inherit(old);
+            }
             g.start_health_checks();
         }
     }

@@ -45,6 +45,8 @@ pub struct Record {
 pub struct AccessLog {
     tx: Option<SyncSender<String>>,
     dropped: Arc<AtomicU64>,
+    /// Lines queued and not yet written.
+    pending: Arc<AtomicU64>,
 }
 
 impl AccessLog {
@@ -53,6 +55,7 @@ impl AccessLog {
         Self {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
+            pending: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -69,6 +72,8 @@ impl AccessLog {
             )
         };
         let (tx, rx) = sync_channel::<String>(QUEUE);
+        let pending = Arc::new(AtomicU64::new(0));
+        let written = pending.clone();
         std::thread::Builder::new()
             .name("sluice-access-log".into())
             .spawn(move || {
@@ -76,20 +81,24 @@ impl AccessLog {
                 while let Ok(line) = rx.recv() {
                     buf.extend_from_slice(line.as_bytes());
                     buf.push(b'\n');
+                    let mut lines = 1;
                     while let Ok(more) = rx.try_recv() {
                         buf.extend_from_slice(more.as_bytes());
                         buf.push(b'\n');
+                        lines += 1;
                         if buf.len() > 60 * 1024 {
                             break;
                         }
                     }
                     let _ = out.write_all(&buf).and_then(|_| out.flush());
+                    written.fetch_sub(lines, Ordering::Release);
                     buf.clear();
                 }
             })?;
         Ok(Self {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
+            pending,
         })
     }
 
@@ -104,9 +113,7 @@ impl AccessLog {
         let Ok(line) = serde_json::to_string(record) else {
             return;
         };
-        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.queue(tx, line);
     }
 
     /// Queues any serialisable value as one line.
@@ -115,9 +122,31 @@ impl AccessLog {
         let Ok(line) = serde_json::to_string(value) else {
             return;
         };
-        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.queue(tx, line);
+    }
+
+    fn queue(&self, tx: &SyncSender<String>, line: String) {
+        // Counted before sending, so that the writer never counts a line out first.
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = tx.try_send(line) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            if matches!(e, TrySendError::Full(_)) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Waits (blocking the calling thread, up to `limit`) until every line queued so far
+    /// has been written: at exit, so that the lines of the last requests are not lost.
+    pub fn flush(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
     }
 
     /// Records dropped because the writer fell behind.

@@ -113,6 +113,12 @@ impl AnalyticsSink {
         }
     }
 
+    /// Waits up to `limit` for the events queued for the file to be written (see
+    /// [`AccessLog::flush`]).
+    pub fn flush(&self, limit: std::time::Duration) -> bool {
+        self.file.flush(limit)
+    }
+
     /// The aggregate as JSON: a list of `{route, consumer, status, count, …}`, ordered by
     /// route, consumer and status.
     pub fn snapshot(&self) -> serde_json::Value {

@@ -11,7 +11,7 @@ use super::UpstreamGroup;
 use crate::body;
 use crate::config::HealthCheck;
 
-/// Spawns the probing loop; it exits when the group is gone.
+/// Spawns the probing loop; it exits when the group is gone or retired.
 pub(super) fn spawn(group: Weak<UpstreamGroup>, hc: HealthCheck) {
     tokio::spawn(async move {
         let mut streaks: Vec<(u32, u32)> = Vec::new();
@@ -19,7 +19,9 @@ pub(super) fn spawn(group: Weak<UpstreamGroup>, hc: HealthCheck) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(g) = group.upgrade() else { return };
+            let Some(g) = group.upgrade().filter(|g| !g.is_retired()) else {
+                return;
+            };
             streaks.resize(g.targets.len(), (0, 0));
             let probes = g.targets.iter().map(|t| probe(&g, &t.authority, &hc));
             let results = futures_util::future::join_all(probes).await;

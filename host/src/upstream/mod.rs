@@ -87,6 +87,9 @@ pub struct UpstreamGroup {
     passive: config::PassiveHealth,
     health: Option<config::HealthCheck>,
     epoch: Instant,
+    /// Set when a newer snapshot replaced this group: its health checker stops (the group
+    /// may live on while a long response or tunnel holds it).
+    retired: AtomicBool,
 }
 
 impl UpstreamGroup {
@@ -199,7 +202,40 @@ impl UpstreamGroup {
             passive: cfg.passive.clone(),
             health: cfg.health_check.clone(),
             epoch: Instant::now(),
+            retired: AtomicBool::new(false),
         })
+    }
+
+    /// Takes over what `old` (this upstream in the snapshot being replaced) learned about
+    /// the targets both have — passive ejections and failure counts, and active health when
+    /// both check it — so that a reload neither re-admits a dead target nor forgets an
+    /// ejection; and retires `old`'s health checker.
+    pub fn inherit(&self, old: &UpstreamGroup) {
+        let (now, old_now) = (self.now_ms(), old.now_ms());
+        for t in &self.targets {
+            let Some(o) = old.targets.iter().find(|o| o.address == t.address) else {
+                continue;
+            };
+            t.failures
+                .store(o.failures.load(Ordering::Relaxed), Ordering::Relaxed);
+            let left = o
+                .ejected_until
+                .load(Ordering::Relaxed)
+                .saturating_sub(old_now);
+            if left > 0 {
+                t.ejected_until.store(now + left, Ordering::Relaxed);
+            }
+            if self.health.is_some() && old.health.is_some() {
+                t.healthy
+                    .store(o.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        old.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a newer snapshot replaced this group.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
