@@ -29,6 +29,56 @@ async fn assert_cut(c: &mut RawConn, start: Instant, at_least: Duration, what: &
     );
 }
 
+/// Writes one byte on `c` every `every` (the first after `every`) until the gateway closes
+/// the connection, keeping what it sends in `c.buf`; false if `limit` passed first.
+async fn trickle_until_closed(c: &mut RawConn, every: Duration, limit: Duration) -> bool {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    tokio::time::timeout(limit, async {
+        loop {
+            tokio::select! {
+                more = c.fill() => if !more { return; },
+                _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Raises this process's open-files limit for a test holding `connections` client sockets
+/// (plus as many for in-process servers), or fails saying what it needs.
+fn open_files_for(connections: usize) {
+    let (files, _) = sluice::server::raise_open_files_limit().unwrap();
+    let needed = 2 * connections as u64 + 256;
+    assert!(
+        files >= needed,
+        "this test needs {needed} open files; the hard limit allows {files} (ulimit -Hn)"
+    );
+}
+
+/// Makes `n` requests to `gw`, each from a new client (a new connection), `POST`ing `body`
+/// when it is not empty; returns how many got 200 and a whole body.
+async fn normal_clients(gw: &Gateway, n: usize, body: &'static [u8]) -> usize {
+    let mut ok = 0;
+    for i in 0..n {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let req = Request::builder()
+            .method(method)
+            .uri(gw.url("main", &format!("/n{i}")))
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap();
+        let resp = tokio::time::timeout(HANG, sluice_tests::client().request(req)).await;
+        if let Ok(Ok(resp)) = resp
+            && resp.status() == 200
+            && resp.into_body().collect().await.is_ok()
+        {
+            ok += 1;
+        }
+    }
+    ok
+}
+
 fn slow_cfg(up: SocketAddr, header_read_timeout: &str, idle_timeout: &str) -> String {
     cfg(
         "",
@@ -49,17 +99,8 @@ async fn slowloris_trickling_a_request_head_is_cut_after_header_read_timeout() {
     let start = Instant::now();
     c.send(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
     // One byte every 100 ms keeps the connection busy, so only the head deadline can end it.
-    let closed = tokio::time::timeout(HANG, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                more = c.fill() => if !more { return; },
-                _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "a trickled head was never cut");
+    let closed = trickle_until_closed(&mut c, Duration::from_millis(100), HANG).await;
+    assert!(closed, "a trickled head was never cut");
     assert!(
         start.elapsed() >= Duration::from_millis(300),
         "{:?}",
@@ -105,18 +146,8 @@ async fn slow_request_body_is_cut_after_idle_timeout() {
     c.send(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
         .await;
     // One body byte per second: slower than the idle timeout.
-    let closed = tokio::time::timeout(HANG, async {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                more = c.fill() => if !more { return; },
-                _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "a trickled body was never cut");
+    let closed = trickle_until_closed(&mut c, Duration::from_secs(1), HANG).await;
+    assert!(closed, "a trickled body was never cut");
     assert!(
         start.elapsed() >= Duration::from_millis(300),
         "{:?}",
@@ -221,12 +252,7 @@ async fn many_slowloris_connections_do_not_starve_normal_clients() {
     // slowloris connection is due to be cut.
     const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
     // This process holds the 1000 sockets too (the gateway raises its own limit).
-    let (files, _) = sluice::server::raise_open_files_limit().unwrap();
-    assert!(
-        files >= 2 * SLOW as u64 + 256,
-        "this test needs {} open files; the hard limit allows {files} (ulimit -Hn)",
-        2 * SLOW + 256
-    );
+    open_files_for(SLOW);
     let up = Upstream::named("up").await;
     let gw = Gateway::start(&slow_cfg(up.addr, "10s", "30s"));
     let addr = gw.addr("main");
@@ -242,35 +268,14 @@ async fn many_slowloris_connections_do_not_starve_normal_clients() {
         let cut = cut.clone();
         slow.spawn(async move {
             let opened = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            let closed = tokio::time::timeout(HEAD_TIMEOUT + HANG, async {
-                loop {
-                    tokio::select! {
-                        more = c.fill() => if !more { return; },
-                        _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-                    }
-                }
-            })
-            .await;
+            let every = Duration::from_millis(250);
+            let closed = trickle_until_closed(&mut c, every, HEAD_TIMEOUT + HANG).await;
             cut.fetch_add(1, Ordering::SeqCst);
-            closed.ok().map(|_| opened.elapsed())
+            closed.then(|| opened.elapsed())
         });
     }
 
-    let mut ok = 0;
-    for i in 0..NORMAL {
-        let req = Request::get(gw.url("main", &format!("/n{i}")))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        // A new client per request: a new connection each time.
-        let resp = tokio::time::timeout(HANG, sluice_tests::client().request(req)).await;
-        if let Ok(Ok(resp)) = resp
-            && resp.status() == 200
-            && resp.into_body().collect().await.is_ok()
-        {
-            ok += 1;
-        }
-    }
+    let ok = normal_clients(&gw, NORMAL, b"").await;
     let normal_done = start.elapsed();
     let cut_during_normal = cut.load(Ordering::SeqCst);
     assert_eq!(ok, NORMAL, "normal requests failed under slowloris");
@@ -321,25 +326,14 @@ fn body_rate_cfg(up: SocketAddr, rate: u64, grace: &str, route: &str) -> String 
 }
 
 /// Sends a POST head announcing 100 body bytes and 10 of them on `c`, then one more byte
-/// every `every` until the gateway answers or closes (or the test's patience ends).
+/// every `every` until the gateway closes the connection (or the test's patience ends).
 async fn trickle_body(c: &mut RawConn, path: &str, every: Duration) {
     c.send(
         format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
             .as_bytes(),
     )
     .await;
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    let _ = tokio::time::timeout(HANG, async {
-        for _ in 0..90 {
-            tokio::select! {
-                // An answer or the end of the connection.
-                _ = c.fill() => return,
-                _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-            }
-        }
-    })
-    .await;
+    trickle_until_closed(c, every, HANG).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -564,12 +558,7 @@ async fn many_slow_body_connections_are_cut_at_the_minimum_rate_without_starving
     const SLOW: usize = 1000;
     const NORMAL: usize = 200;
     const GRACE: Duration = Duration::from_secs(5);
-    let (files, _) = sluice::server::raise_open_files_limit().unwrap();
-    assert!(
-        files >= 2 * SLOW as u64 + 256,
-        "this test needs {} open files; the hard limit allows {files} (ulimit -Hn)",
-        2 * SLOW + 256
-    );
+    open_files_for(SLOW);
     let gw = Gateway::start(&cfg(
         "",
         "[[routes]]\nname = \"echo\"\nrespond = \"echo\"\n",
@@ -587,35 +576,14 @@ async fn many_slow_body_connections_are_cut_at_the_minimum_rate_without_starving
         let cut = cut.clone();
         slow.spawn(async move {
             let sent = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            tick.tick().await;
-            let closed = tokio::time::timeout(GRACE + HANG, async {
-                loop {
-                    tokio::select! {
-                        more = c.fill() => if !more { return; },
-                        _ = tick.tick() => { let _ = c.s.write_all(b"a").await; }
-                    }
-                }
-            })
-            .await;
+            let every = Duration::from_millis(500);
+            let closed = trickle_until_closed(&mut c, every, GRACE + HANG).await;
             cut.fetch_add(1, Ordering::SeqCst);
-            closed.ok().map(|_| (sent.elapsed(), c.buf))
+            closed.then(|| (sent.elapsed(), c.buf))
         });
     }
 
-    let mut ok = 0;
-    for i in 0..NORMAL {
-        let req = Request::post(gw.url("main", &format!("/n{i}")))
-            .body(Full::new(Bytes::from_static(b"a normal body")))
-            .unwrap();
-        let resp = tokio::time::timeout(HANG, sluice_tests::client().request(req)).await;
-        if let Ok(Ok(resp)) = resp
-            && resp.status() == 200
-            && resp.into_body().collect().await.is_ok()
-        {
-            ok += 1;
-        }
-    }
+    let ok = normal_clients(&gw, NORMAL, b"a normal body").await;
     let cut_during_normal = cut.load(Ordering::SeqCst);
     assert_eq!(
         ok, NORMAL,
