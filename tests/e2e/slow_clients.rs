@@ -79,6 +79,25 @@ async fn normal_clients(gw: &Gateway, n: usize, body: &'static [u8]) -> usize {
     ok
 }
 
+/// Asserts that every connection of an attack was open for `at_least` and closed by
+/// `at_most`.
+fn assert_cut_between(open_for: &[Duration], at_least: Duration, at_most: Duration) {
+    let min = open_for.iter().min().unwrap();
+    let max = open_for.iter().max().unwrap();
+    assert!(*min >= at_least, "cut after {min:?}, before {at_least:?}");
+    assert!(*max <= at_most, "cut only after {max:?}");
+}
+
+/// Asserts that the gateway holds no more descriptors than before an attack (a client sees
+/// the end of its stream only after the gateway closed its side, so none may linger).
+fn assert_descriptors_back(gw: &Gateway, baseline: usize) {
+    let fds = gw.open_fds();
+    assert!(
+        fds <= baseline + 8,
+        "{fds} descriptors open, {baseline} before the attack"
+    );
+}
+
 fn slow_cfg(up: SocketAddr, header_read_timeout: &str, idle_timeout: &str) -> String {
     cfg(
         "",
@@ -289,24 +308,9 @@ async fn many_slowloris_connections_do_not_starve_normal_clients() {
     while let Some(r) = slow.join_next().await {
         open_for.push(r.unwrap().expect("a slowloris connection was never cut"));
     }
-    let min = open_for.iter().min().unwrap();
-    let max = open_for.iter().max().unwrap();
-    assert!(
-        *min >= HEAD_TIMEOUT.mul_f32(0.8),
-        "cut after {min:?}, before the head timeout"
-    );
-    assert!(
-        *max <= HEAD_TIMEOUT + Duration::from_secs(3),
-        "cut only after {max:?}"
-    );
-
-    // Every slowloris socket is gone from the gateway too: a client sees end of stream only
-    // after the gateway has closed its side.
-    let fds = gw.open_fds();
-    assert!(
-        fds <= baseline + 8,
-        "{fds} descriptors open, {baseline} before the attack"
-    );
+    let latest = HEAD_TIMEOUT + Duration::from_secs(3);
+    assert_cut_between(&open_for, HEAD_TIMEOUT.mul_f32(0.8), latest);
+    assert_descriptors_back(&gw, baseline);
     assert_eq!(get(&gw.url("main", "/after"), &[]).await.status, 200);
 }
 
@@ -605,16 +609,6 @@ async fn many_slow_body_connections_are_cut_at_the_minimum_rate_without_starving
         );
         open_for.push(took);
     }
-    let min = open_for.iter().min().unwrap();
-    let max = open_for.iter().max().unwrap();
-    assert!(*min >= GRACE, "cut after {min:?}, within the grace period");
-    assert!(
-        *max <= GRACE + Duration::from_secs(3),
-        "cut only after {max:?}"
-    );
-    let fds = gw.open_fds();
-    assert!(
-        fds <= baseline + 8,
-        "{fds} descriptors open, {baseline} before the attack"
-    );
+    assert_cut_between(&open_for, GRACE, GRACE + Duration::from_secs(3));
+    assert_descriptors_back(&gw, baseline);
 }
