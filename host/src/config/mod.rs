@@ -224,6 +224,17 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             fix(&mut tls.ca);
         }
     }
+    let fix_str = |p: &mut String| {
+        if Path::new(p.as_str()).is_relative() {
+            *p = base.join(p.as_str()).to_string_lossy().into_owned();
+        }
+    };
+    if config.access_log.path != "stdout" {
+        fix_str(&mut config.access_log.path);
+    }
+    if let Some(p) = &mut config.policy.analytics_path {
+        fix_str(p);
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +243,19 @@ mod tests {
 
     fn load(src: &str) -> Result<Loaded, ConfigError> {
         load_str(src, "t.toml".into(), PathBuf::from("."))
+    }
+
+    #[test]
+    fn relative_log_paths_are_resolved_against_the_configuration_directory() {
+        let src = "[access_log]\npath = \"logs/access.log\"\n[policy]\nanalytics_path = \"events.jsonl\"\n";
+        let l = load_str(src, "t.toml".into(), PathBuf::from("/etc/sluice")).unwrap();
+        assert_eq!(l.config.access_log.path, "/etc/sluice/logs/access.log");
+        assert_eq!(
+            l.config.policy.analytics_path.as_deref(),
+            Some("/etc/sluice/events.jsonl")
+        );
+        let l = load_str("", "t.toml".into(), PathBuf::from("/etc/sluice")).unwrap();
+        assert_eq!(l.config.access_log.path, "stdout");
     }
 
     #[test]

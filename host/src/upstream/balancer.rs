@@ -121,6 +121,11 @@ impl Balancer {
                     let ok: Vec<usize> = (0..targets.len()).filter(|i| eligible(*i)).collect();
                     return (!ok.is_empty()).then(|| ok[rand::rng().random_range(0..ok.len())]);
                 };
+                // With no eligible target the walk below would visit the whole ring (160
+                // points per unit of weight) on every request: look at the targets first.
+                if !(0..targets.len()).any(&eligible) {
+                    return None;
+                }
                 let h = fnv1a(key);
                 let start = ring.partition_point(|(p, _)| *p < h);
                 (0..ring.len())
