@@ -70,10 +70,10 @@ pub fn plugin_base(reference: &str) -> &str {
 pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Config, Vec<Issue>> {
     let mut out = file.clone();
     let mut issues = Vec::new();
-    // The admin API's rule for names, for the file's plugins and for any stored one: a
-    // plugin's name is its kv namespace and the first part of a pinned reference
-    // (`name@3`), so `@`, `:` or `}` in it would alias another's.
-    for name in file.plugins.keys().chain(managed.plugins.keys()) {
+    // The admin API's rule for names (uploads are checked by the API): a plugin's name is its
+    // kv namespace and the first part of a pinned reference (`name@3`), so `@`, `:` or `}`
+    // in it would alias another's.
+    for name in file.plugins.keys() {
         if !is_valid_name(name) {
             issues.push(Issue::new(
                 KeyPath::default().key("plugins").key(name),
@@ -450,7 +450,11 @@ impl Control {
             );
             return;
         }
-        let later = restart_only_changes(&current.config, &next.config);
+        let mut later = restart_only_changes(&current.config, &next.config);
+        // Without a writer started at start-up, the access log cannot be turned on later.
+        if next.config.access_log.enabled && !self.shared.access_log.enabled() {
+            later.push("access_log.enabled");
+        }
         if !later.is_empty() {
             tracing::warn!(
                 settings = %later.join(", "),

@@ -186,11 +186,19 @@ pub(super) async fn forward(
         // URI; a differing `Host` is forbidden (RFC 9113 §8.3.1). The client's host stays
         // available in X-Forwarded-Host.
         headers.remove(header::HOST);
-    } else if let Some(h) = ctx.host.as_deref().and_then(|h| h.parse().ok()) {
+    } else if let Some(routed) = ctx.host.as_deref() {
         // The host the request was routed by: an absolute-form target's (or HTTP/2's
         // `:authority`) wins over a differing `Host`, which is replaced (RFC 9112 §3.2.2),
-        // so that the upstream never sees a host other than the one the route matched.
-        headers.insert(header::HOST, h);
+        // so that the upstream never sees a host other than the one the route matched. With
+        // an origin-form target the routed host is the `Host` itself, and a policy's edit of
+        // it stands.
+        let replace = match headers.get(header::HOST) {
+            None => true,
+            Some(h) => parts.uri.authority().is_some() && h.as_bytes() != routed.as_bytes(),
+        };
+        if replace && let Ok(h) = routed.parse() {
+            headers.insert(header::HOST, h);
+        }
     }
     ctx.route.request_headers.apply(&mut headers);
     let key = group
@@ -266,9 +274,12 @@ pub(super) async fn forward(
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let upstream_side = hyper::upgrade::on(&mut resp);
-                        // The tunnel keeps the breaker slot and the in-flight count.
+                        // The tunnel keeps the target's in-flight count (least-request balancing
+                        // sees it) but not a breaker slot: the breaker bounds requests, and
+                        // long-lived sockets would starve the upstream's other requests.
+                        drop(permit);
                         let guards = Guards {
-                            permit: Some(permit),
+                            permit: None,
                             in_flight: Some(in_flight),
                         };
                         upgrade::tunnel(client_side, upstream_side, ctx.conn.clone(), guards);

@@ -164,6 +164,9 @@ async fn run_request_phases(
             continue;
         }
         let mut decision = step.policy.on_request(data).await;
+        // The request as it was before a body policy's request-phase edits, restored if the
+        // policy then fails in any way (it is skipped whole when open).
+        let mut before = None;
         if step.policy.wants_body()
             && matches!(
                 decision,
@@ -174,20 +177,14 @@ async fn run_request_phases(
                 Some(b) => b,
                 None => read_body(std::mem::replace(&mut body, body::empty()), max_body).await?,
             };
-            // The body phase sees the request phase's edits; if it then fails, the policy
-            // is skipped whole (when open), edits included.
-            let before = matches!(decision, Ok(RequestDecision::Edit(_))).then(|| data.req.clone());
+            // The body phase sees the request phase's edits.
+            before = matches!(decision, Ok(RequestDecision::Edit(_))).then(|| data.req.clone());
             if let Ok(RequestDecision::Edit(e)) = &decision
                 && let Err(err) = apply_request_edits(&mut data.req, e)
             {
                 decision = Err(err);
             } else {
                 decision = step.policy.on_request_body(data, bytes.to_vec()).await;
-                if decision.is_err()
-                    && let Some(before) = before
-                {
-                    data.req = before;
-                }
             }
             buffered = Some(bytes);
         }
@@ -206,6 +203,9 @@ async fn run_request_phases(
             Err(e) => {
                 step.policy.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(policy = %step.policy.label, error = %e, "policy failed");
+                if let Some(before) = before {
+                    data.req = before;
+                }
                 match step.on_failure {
                     FailureMode::Closed => return Err(failure(step, &e)),
                     FailureMode::Open => {

@@ -1,7 +1,7 @@
 //! WebSocket pass-through: after the upstream answers 101, the two upgraded connections are
 //! joined and bytes are copied both ways until either side closes or nothing moves for the
 //! listener's idle timeout. The tunnel keeps the client connection counted (`max_connections`,
-//! the drain) and the upstream's breaker slot and in-flight count for as long as it runs.
+//! the drain) and the target's in-flight count for as long as it runs.
 
 use std::sync::Arc;
 

@@ -66,8 +66,9 @@ fn hex(c: u8) -> Option<u8> {
 /// `path` with escapes of unreserved characters decoded and other escapes' hex digits in
 /// upper case (§6.2.2.1, §6.2.2.2).
 fn decode_unreserved(path: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let b = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
@@ -78,19 +79,19 @@ fn decode_unreserved(path: &str) -> String {
         {
             let c = h << 4 | l;
             if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
-                out.push(c as char);
+                out.push(c);
             } else {
-                out.push('%');
-                out.push_str(&format!("{c:02X}"));
+                out.extend_from_slice(&[b'%', HEX[usize::from(h)], HEX[usize::from(l)]]);
             }
             i += 3;
         } else {
-            // `path` is a valid URI path (ASCII), so every byte is a char.
-            out.push(b[i] as char);
+            // Bytes, not chars: a path may carry raw UTF-8, which is copied as it is.
+            out.push(b[i]);
             i += 1;
         }
     }
-    out
+    // Only ASCII was decoded, so the bytes are as valid UTF-8 as `path`.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -139,6 +140,9 @@ mod tests {
         assert_eq!(n("/sp%20ace"), "/sp%20ace");
         // A malformed escape is kept as it is.
         assert_eq!(normalize("/a%zz", true), None);
+        // Raw UTF-8 in a path is kept byte for byte.
+        assert_eq!(n("/café/./a%20b"), "/café/a%20b");
+        assert_eq!(n("/naïve//x"), "/naïve/x");
     }
 
     #[test]

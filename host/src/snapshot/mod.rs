@@ -266,6 +266,12 @@ impl Snapshot {
             }
             g.start_health_checks();
         }
+        // Upstreams the new configuration dropped stop probing too.
+        for (name, old) in previous.map(|p| &p.upstreams).into_iter().flatten() {
+            if !self.upstreams.contains_key(name) {
+                old.retire();
+            }
+        }
     }
 }
 

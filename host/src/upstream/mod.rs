@@ -230,7 +230,12 @@ impl UpstreamGroup {
                     .store(o.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
-        old.retired.store(true, Ordering::Relaxed);
+        old.retire();
+    }
+
+    /// Marks the group replaced: its health checker stops.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
     }
 
     /// Whether a newer snapshot replaced this group.

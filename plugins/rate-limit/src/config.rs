@@ -114,6 +114,15 @@ impl Config {
         if window_ms == 0 {
             return Err("the window must be longer than 0 ms".into());
         }
+        // The gateway's own bounds on a limit: checked here, at `init`, rather than by every
+        // request's host call.
+        const MAX_WINDOW_MS: u64 = 366 * 24 * 3600 * 1000;
+        if window_ms > MAX_WINDOW_MS {
+            return Err("the window must be at most 366 days".into());
+        }
+        if u64::from(self.requests) > window_ms.saturating_mul(1_000_000) {
+            return Err("`requests` must be at most one per nanosecond of the window".into());
+        }
         let key = match self.key.as_str() {
             "consumer" => KeySource::Consumer,
             "client_ip" => KeySource::ClientIp,
@@ -194,6 +203,14 @@ mod tests {
     fn rejections() {
         let cases = [
             (json!({ "requests": 0, "window": "1s" }), "at least 1"),
+            (
+                json!({ "requests": 1, "window_ms": 31_622_400_001u64 }),
+                "366 days",
+            ),
+            (
+                json!({ "requests": 4_000_000_000u32, "window_ms": 1 }),
+                "one per nanosecond",
+            ),
             (json!({ "requests": 1 }), "missing `window`"),
             (
                 json!({ "requests": 1, "window": "1s", "window_ms": 5 }),
