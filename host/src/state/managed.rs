@@ -141,7 +141,8 @@ impl Db {
     }
 
     /// Replaces the managed resources if the stored revision is still `expected`, storing
-    /// `blobs` (digest → bytes) in the same transaction; returns the new revision.
+    /// `blobs` (digest → bytes) and dropping the components no plugin version of `doc` refers
+    /// to any more (a deleted plugin's), in the same transaction; returns the new revision.
     pub fn put_managed(
         &self,
         doc: &Managed,
@@ -171,6 +172,21 @@ impl Db {
                 table
                     .insert(digest.as_str(), bytes.as_slice())
                     .map_err(io)?;
+            }
+            let referenced: std::collections::BTreeSet<&str> = doc
+                .plugins
+                .values()
+                .flat_map(|p| p.versions.iter().map(|v| v.digest.as_str()))
+                .collect();
+            let mut unreferenced = Vec::new();
+            for entry in table.iter().map_err(io)? {
+                let (k, _) = entry.map_err(io)?;
+                if !referenced.contains(k.value()) {
+                    unreferenced.push(k.value().to_owned());
+                }
+            }
+            for digest in unreferenced {
+                table.remove(digest.as_str()).map_err(io)?;
             }
         }
         tx.commit().map_err(io)?;
@@ -358,6 +374,20 @@ mod tests {
         let mut next = doc;
         next.upstreams
             .insert("u".into(), serde_json::json!({"targets": []}));
+        next.plugins.insert(
+            "p".into(),
+            ManagedPlugin {
+                versions: vec![PluginVersion {
+                    version: 1,
+                    digest: "abc".into(),
+                    size: 3,
+                    uploaded_at: 0,
+                    signed: false,
+                }],
+                active: Some(1),
+                ..Default::default()
+            },
+        );
         let r1 = db
             .put_managed(&next, 0, &[("abc".into(), vec![1, 2, 3])])
             .unwrap();
@@ -367,6 +397,10 @@ mod tests {
         let stale = db.put_managed(&Managed::default(), 0, &[]);
         assert!(stale.is_err(), "a stale revision is refused");
         assert_eq!(db.managed().unwrap().1, 1);
+        // Deleting the plugin drops its component.
+        next.plugins.clear();
+        db.put_managed(&next, 1, &[]).unwrap();
+        assert_eq!(db.blob("abc").unwrap(), None);
     }
 
     #[test]
