@@ -70,7 +70,7 @@ impl MinRate {
 }
 
 /// The error of a body that arrived slower than its [`MinRate`].
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct TooSlow {
     /// The rate it fell below, in bytes per second.
     pub bytes_per_sec: u64,
@@ -100,25 +100,57 @@ pub fn too_slow<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a TooS
     None
 }
 
-/// `body` failing with [`TooSlow`] when it arrives slower than `min`.
+/// `body` failing with [`TooSlow`] when it arrives slower than `min`, timed from its first
+/// piece of data.
 pub fn min_rate(body: BoxBody, min: MinRate) -> BoxBody {
-    RateGuarded {
-        inner: body,
-        min,
-        start: None,
-        bytes: 0,
-    }
-    .boxed_unsync()
+    let mut start: Option<Instant> = None;
+    let mut bytes = 0u64;
+    inspect(body, move |frame| {
+        if let Some(data) = frame.and_then(Frame::data_ref) {
+            let since = *start.get_or_insert_with(Instant::now);
+            bytes += data.len() as u64;
+            if min.is_behind(bytes, since.elapsed()) {
+                return Err(Box::new(TooSlow {
+                    bytes_per_sec: min.bytes_per_sec,
+                }));
+            }
+        }
+        Ok(())
+    })
 }
 
-struct RateGuarded {
+/// `body` and a flag that turns true once it has been read to its end.
+pub fn watch_end(body: BoxBody) -> (BoxBody, Arc<AtomicBool>) {
+    let done = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let flag = done.clone();
+    let watched = inspect(body, move |frame| {
+        if frame.is_none() {
+            flag.store(true, Ordering::Release);
+        }
+        Ok(())
+    });
+    (watched, done)
+}
+
+/// `body` with `check` called on each frame it yields and with `None` once it has ended (the
+/// end seen either as the last poll or as `is_end_stream` after a frame); an error from
+/// `check` ends the body with that error.
+fn inspect<F>(body: BoxBody, check: F) -> BoxBody
+where
+    F: FnMut(Option<&Frame<Bytes>>) -> Result<(), BoxError> + Send + Unpin + 'static,
+{
+    Inspected { inner: body, check }.boxed_unsync()
+}
+
+struct Inspected<F> {
     inner: BoxBody,
-    min: MinRate,
-    start: Option<Instant>,
-    bytes: u64,
+    check: F,
 }
 
-impl Body for RateGuarded {
+impl<F> Body for Inspected<F>
+where
+    F: FnMut(Option<&Frame<Bytes>>) -> Result<(), BoxError> + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -127,58 +159,22 @@ impl Body for RateGuarded {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let start = *this.start.get_or_insert_with(Instant::now);
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.bytes += data.len() as u64;
-            if this.min.is_behind(this.bytes, start.elapsed()) {
-                return Poll::Ready(Some(Err(Box::new(TooSlow {
-                    bytes_per_sec: this.min.bytes_per_sec,
-                }))));
-            }
+        let checked = match &polled {
+            Poll::Ready(Some(Ok(frame))) => (this.check)(Some(frame)).and_then(|()| {
+                if this.inner.is_end_stream() {
+                    (this.check)(None)
+                } else {
+                    Ok(())
+                }
+            }),
+            Poll::Ready(None) => (this.check)(None),
+            _ => Ok(()),
+        };
+        match checked {
+            Ok(()) => polled,
+            Err(e) => Poll::Ready(Some(Err(e))),
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// `body` and a flag that turns true once it has been read to its end.
-pub fn watch_end(body: BoxBody) -> (BoxBody, Arc<AtomicBool>) {
-    let done = Arc::new(AtomicBool::new(body.is_end_stream()));
-    let watched = EndWatched {
-        inner: body,
-        done: done.clone(),
-    };
-    (watched.boxed_unsync(), done)
-}
-
-struct EndWatched {
-    inner: BoxBody,
-    done: Arc<AtomicBool>,
-}
-
-impl Body for EndWatched {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.done.store(true, Ordering::Release);
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -346,9 +346,7 @@ async fn read_body(body: BoxBody, limit: u64) -> Result<bytes::Bytes, ProxyError
 /// arrived too slowly, 400 otherwise.
 pub(crate) fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     match crate::body::too_slow(e) {
-        Some(t) => ProxyError::BodyTooSlow(crate::body::TooSlow {
-            bytes_per_sec: t.bytes_per_sec,
-        }),
+        Some(t) => ProxyError::BodyTooSlow(*t),
         None => ProxyError::BadRequest("the request body could not be read"),
     }
 }

@@ -154,8 +154,10 @@ fn count(
     let reset_ms = (window + 1) * window_ms - now;
     let requests = u64::from(limit.requests);
     let cost = u64::from(cost.max(1));
-    if !slots.contains_key(key) {
-        if slots.len() >= MAX_KEYS {
+    let full = slots.len() >= MAX_KEYS;
+    let windows = match slots.get_mut(key) {
+        Some(windows) => windows,
+        None if full => {
             let allowed = cost <= requests;
             return Verdict {
                 allowed,
@@ -166,10 +168,7 @@ fn count(
             };
         }
         // The key is copied only the first time it is seen in a window.
-        slots.insert(key.to_owned(), Vec::with_capacity(1));
-    }
-    let Some(windows) = slots.get_mut(key) else {
-        unreachable!("the key was inserted above")
+        None => slots.entry(key.to_owned()).or_default(),
     };
     let i = match windows.iter().position(|s| s.window_ms == window_ms) {
         Some(i) => i,
