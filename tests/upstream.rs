@@ -53,6 +53,16 @@ impl Upstream {
         Self::with(move |_req| async move { Response::new(full(name)) }).await
     }
 
+    /// An upstream answering every request with `status` and `body`.
+    pub async fn failing(status: http::StatusCode, body: &'static str) -> Self {
+        Self::with(move |_req| async move {
+            let mut r = Response::new(full(body));
+            *r.status_mut() = status;
+            r
+        })
+        .await
+    }
+
     /// An upstream answering `name`, but holding each request until the test adds a permit
     /// to the returned gate (never, if it adds none); every request announces itself on the
     /// returned channel first.

@@ -480,12 +480,7 @@ async fn active_health_check_removes_a_failing_target_and_restores_it() {
 /// SIGHUP stays ejected after it (a fresh snapshot does not re-admit it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_keeps_a_targets_ejection() {
-    let a = Upstream::with(|_req| async {
-        let mut r = Response::new(full("a down"));
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r
-    })
-    .await;
+    let a = Upstream::failing(StatusCode::SERVICE_UNAVAILABLE, "a down").await;
     let b = Upstream::named("b").await;
     let file = |extra: &str| {
         config(&format!(
@@ -522,18 +517,8 @@ async fn a_reload_keeps_a_targets_ejection() {
 /// still reach them instead of getting 503.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_every_target_ejected_requests_still_reach_the_targets() {
-    let a = Upstream::with(|_req| async {
-        let mut r = Response::new(full("a down"));
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r
-    })
-    .await;
-    let b = Upstream::with(|_req| async {
-        let mut r = Response::new(full("b down"));
-        *r.status_mut() = StatusCode::BAD_GATEWAY;
-        r
-    })
-    .await;
+    let a = Upstream::failing(StatusCode::SERVICE_UNAVAILABLE, "a down").await;
+    let b = Upstream::failing(StatusCode::BAD_GATEWAY, "b down").await;
     let gw = gateway(
         &[target(a.addr), target(b.addr)],
         "passive = { consecutive_failures = 1, ejection_time = \"60s\" }",
