@@ -63,6 +63,14 @@ pub struct MinRate {
 }
 
 impl MinRate {
+    /// The rate of a `bytes_per_sec` setting (`None` for 0, which turns the check off).
+    pub fn new(bytes_per_sec: u64, grace: Duration) -> Option<Self> {
+        (bytes_per_sec > 0).then_some(Self {
+            bytes_per_sec,
+            grace,
+        })
+    }
+
     /// Whether `bytes` received in `elapsed` fall below the rate (never within the grace).
     pub fn is_behind(&self, bytes: u64, elapsed: Duration) -> bool {
         elapsed > self.grace && (bytes as f64) < self.bytes_per_sec as f64 * elapsed.as_secs_f64()

@@ -461,7 +461,7 @@ impl Control {
                 "these changed settings take effect at the next restart; the rest is reloaded"
             );
         }
-        next.activate(Some(&self.live()));
+        next.activate(Some(&current));
         self.shared.snapshot.store(Arc::new(next));
         *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         tracing::info!("configuration reloaded");

@@ -144,8 +144,8 @@ impl GuestLimits {
     /// Limits with `max_memory` bytes for all linear memories together.
     fn new(max_memory: usize) -> Self {
         Self {
+            // No per-memory size here: the sum checked in `memory_growing` bounds each one.
             inner: StoreLimitsBuilder::new()
-                .memory_size(max_memory)
                 .instances(16)
                 .tables(16)
                 .memories(4)

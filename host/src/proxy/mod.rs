@@ -110,10 +110,8 @@ pub async fn handle(
         l
     });
     let limits = &snap.config.limits;
-    let min_read_rate = (limits.min_response_rate > 0).then(|| crate::body::MinRate {
-        bytes_per_sec: limits.min_response_rate,
-        grace: limits.rate_grace.get(),
-    });
+    let min_read_rate =
+        crate::body::MinRate::new(limits.min_response_rate, limits.rate_grace.get());
     Ok(Response::from_parts(
         parts,
         Tracked::new(body, guards, log, min_read_rate),

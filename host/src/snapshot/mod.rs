@@ -521,13 +521,10 @@ fn compile_route(
         request_headers: compile_edits(&r.request_headers, &at.key("request_headers"), issues),
         response_headers: compile_edits(&r.response_headers, &at.key("response_headers"), issues),
         max_body_bytes: r.max_body_bytes.unwrap_or(limits.max_body_bytes),
-        min_body_rate: match r.min_body_rate.unwrap_or(limits.min_body_rate) {
-            0 => None,
-            bytes_per_sec => Some(crate::body::MinRate {
-                bytes_per_sec,
-                grace: limits.rate_grace.get(),
-            }),
-        },
+        min_body_rate: crate::body::MinRate::new(
+            r.min_body_rate.unwrap_or(limits.min_body_rate),
+            limits.rate_grace.get(),
+        ),
         timeout: r.timeout.map(|d| d.get()),
         websocket: r.websocket,
         pipeline: Vec::new(),
