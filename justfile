@@ -1,11 +1,12 @@
 # Sluice task runner. `just --list` shows the recipes.
 
 # Run every test: guest (policy) unit tests and components, host unit tests, then
-# end-to-end tests against the real binary and the built policy components.
+# end-to-end tests against the real binary and the built policy components. Incremental
+# compilation is off: this is a from-scratch run, and its caches would only cost disk.
 test: plugins python-plugin wasi-probe redis openapi-validator
-    cd plugins && cargo test --locked --workspace
-    cargo build --locked -p sluice --bin sluice
-    cargo test --locked --workspace
+    cd plugins && CARGO_INCREMENTAL=0 cargo test --locked --workspace
+    CARGO_INCREMENTAL=0 cargo build --locked -p sluice --bin sluice
+    CARGO_INCREMENTAL=0 cargo test --locked --workspace
 
 # Install the OpenAPI validator the admin API's test checks its document with (pinned).
 openapi-validator:
