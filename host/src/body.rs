@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -113,8 +113,10 @@ pub fn too_slow<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a TooS
 pub fn min_rate(body: BoxBody, min: MinRate) -> BoxBody {
     let mut start: Option<Instant> = None;
     let mut bytes = 0u64;
-    inspect(body, move |frame| {
-        if let Some(data) = frame.and_then(Frame::data_ref) {
+    inspect(body, move |seen| {
+        if let Seen::Frame(frame) = seen
+            && let Some(data) = frame.data_ref()
+        {
             let since = *start.get_or_insert_with(Instant::now);
             bytes += data.len() as u64;
             if min.is_behind(bytes, since.elapsed()) {
@@ -127,25 +129,60 @@ pub fn min_rate(body: BoxBody, min: MinRate) -> BoxBody {
     })
 }
 
-/// `body` and a flag that turns true once it has been read to its end.
-pub fn watch_end(body: BoxBody) -> (BoxBody, Arc<AtomicBool>) {
-    let done = Arc::new(AtomicBool::new(body.is_end_stream()));
-    let flag = done.clone();
-    let watched = inspect(body, move |frame| {
-        if frame.is_none() {
-            flag.store(true, Ordering::Release);
-        }
-        Ok(())
-    });
-    (watched, done)
+/// Where a request body being forwarded stands, as seen by [`watch_upload`].
+pub struct Upload(AtomicU8);
+
+/// Not read yet, or its last piece handed on (any wait is the reader's).
+const HANDED_ON: u8 = 0;
+/// Its reader is waiting for the client to send more.
+const WAITING: u8 = 1;
+/// Read to its end.
+const ENDED: u8 = 2;
+
+impl Upload {
+    /// Whether the body's reader is waiting for the client to send more of it: when a
+    /// deadline passes now, the client is late, not the side reading the body.
+    pub fn waiting_on_client(&self) -> bool {
+        self.0.load(Ordering::Acquire) == WAITING
+    }
 }
 
-/// `body` with `check` called on each frame it yields and with `None` once it has ended (the
-/// end seen either as the last poll or as `is_end_stream` after a frame); an error from
+/// `body` and its [`Upload`] state.
+pub fn watch_upload(body: BoxBody) -> (BoxBody, Arc<Upload>) {
+    let first = if body.is_end_stream() {
+        ENDED
+    } else {
+        HANDED_ON
+    };
+    let state = Arc::new(Upload(AtomicU8::new(first)));
+    let seen_by = state.clone();
+    let watched = inspect(body, move |seen| {
+        let now = match seen {
+            Seen::Pending => WAITING,
+            Seen::Frame(_) => HANDED_ON,
+            Seen::End => ENDED,
+        };
+        seen_by.0.store(now, Ordering::Release);
+        Ok(())
+    });
+    (watched, state)
+}
+
+/// What a body's poll found, as passed to an [`inspect`] check.
+enum Seen<'a> {
+    /// Nothing yet.
+    Pending,
+    /// A frame.
+    Frame(&'a Frame<Bytes>),
+    /// The end (seen either as the last poll or as `is_end_stream` after a frame).
+    End,
+}
+
+/// `body` with `check` called on each poll's outcome (errors excepted); an error from
 /// `check` ends the body with that error.
 fn inspect<F>(body: BoxBody, check: F) -> BoxBody
 where
-    F: FnMut(Option<&Frame<Bytes>>) -> Result<(), BoxError> + Send + Unpin + 'static,
+    F: FnMut(Seen<'_>) -> Result<(), BoxError> + Send + Unpin + 'static,
 {
     Inspected { inner: body, check }.boxed_unsync()
 }
@@ -157,7 +194,7 @@ struct Inspected<F> {
 
 impl<F> Body for Inspected<F>
 where
-    F: FnMut(Option<&Frame<Bytes>>) -> Result<(), BoxError> + Unpin,
+    F: FnMut(Seen<'_>) -> Result<(), BoxError> + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -169,15 +206,16 @@ where
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let checked = match &polled {
-            Poll::Ready(Some(Ok(frame))) => (this.check)(Some(frame)).and_then(|()| {
+            Poll::Ready(Some(Ok(frame))) => (this.check)(Seen::Frame(frame)).and_then(|()| {
                 if this.inner.is_end_stream() {
-                    (this.check)(None)
+                    (this.check)(Seen::End)
                 } else {
                     Ok(())
                 }
             }),
-            Poll::Ready(None) => (this.check)(None),
-            _ => Ok(()),
+            Poll::Ready(None) => (this.check)(Seen::End),
+            Poll::Pending => (this.check)(Seen::Pending),
+            Poll::Ready(Some(Err(_))) => Ok(()),
         };
         match checked {
             Ok(()) => polled,
@@ -197,6 +235,42 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that answers its polls from a script: `None` is a wait (`Pending`).
+    struct Scripted(std::collections::VecDeque<Option<Option<&'static [u8]>>>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.0.pop_front().flatten() {
+                None => Poll::Pending,
+                Some(data) => Poll::Ready(data.map(|d| Ok(Frame::data(Bytes::from_static(d))))),
+            }
+        }
+    }
+
+    #[test]
+    fn an_upload_is_waiting_on_the_client_only_while_its_reader_waits_for_more() {
+        // A wait, a piece of data, the end.
+        let script = [None, Some(Some(&b"x"[..])), Some(None)];
+        let (mut body, upload) = watch_upload(Scripted(script.into()).boxed_unsync());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut poll = || Pin::new(&mut body).poll_frame(&mut cx);
+        // Not read yet: a wait is the reader's.
+        assert!(!upload.waiting_on_client());
+        assert!(poll().is_pending());
+        assert!(upload.waiting_on_client());
+        assert!(matches!(poll(), Poll::Ready(Some(Ok(_)))));
+        // The piece is with the reader, which has not asked for more.
+        assert!(!upload.waiting_on_client());
+        assert!(matches!(poll(), Poll::Ready(None)));
+        assert!(!upload.waiting_on_client());
+    }
 
     const MIN: MinRate = MinRate {
         bytes_per_sec: 240,

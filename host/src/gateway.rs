@@ -57,13 +57,16 @@ pub enum StartError {
     Signals(std::io::Error),
 }
 
-/// The signals the gateway acts on (SIGHUP reloads; SIGTERM and SIGINT drain and stop).
+/// The signals the gateway acts on (SIGHUP reloads; SIGUSR1 reopens the access-log and
+/// analytics files after rotation; SIGTERM and SIGINT drain and stop).
 /// Installed first thing, before plugins compile or Redis is waited for, so that a signal
 /// arriving during start-up is queued for the running gateway instead of killing the
 /// process with the default action.
 pub struct Signals {
     #[cfg(unix)]
     hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    usr1: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -78,6 +81,7 @@ impl Signals {
             use tokio::signal::unix::{SignalKind, signal};
             Ok(Self {
                 hup: signal(SignalKind::hangup()).map_err(StartError::Signals)?,
+                usr1: signal(SignalKind::user_defined1()).map_err(StartError::Signals)?,
                 term: signal(SignalKind::terminate()).map_err(StartError::Signals)?,
                 int: signal(SignalKind::interrupt()).map_err(StartError::Signals)?,
             })
@@ -251,7 +255,7 @@ pub async fn run(
     }
     tracing::info!("ready");
 
-    wait_for_stop(&control, signals).await;
+    wait_for_stop(&control, &shared, signals).await;
     let _ = shutdown_tx.send(true);
     // Once every accept loop has returned, its listener is closed: new connections are
     // refused from here on, while open ones finish.
@@ -282,15 +286,21 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves SIGHUPs until SIGTERM or SIGINT. A reload runs in its own task (reloads are
-/// serialised by the control plane), so a stop signal during a slow reload is not delayed.
+/// Serves SIGHUPs and SIGUSR1s until SIGTERM or SIGINT. A reload runs in its own task
+/// (reloads are serialised by the control plane), so a stop signal during a slow reload is
+/// not delayed.
 #[cfg(unix)]
-async fn wait_for_stop(control: &Arc<Control>, mut s: Signals) {
+async fn wait_for_stop(control: &Arc<Control>, shared: &Shared, mut s: Signals) {
     loop {
         tokio::select! {
             _ = s.hup.recv() => {
                 let control = control.clone();
                 tokio::spawn(async move { control.reload_file().await });
+            }
+            _ = s.usr1.recv() => {
+                tracing::info!("reopening the access-log and analytics files");
+                shared.access_log.reopen();
+                shared.snapshot.load().policy_env.analytics.reopen();
             }
             _ = s.term.recv() => return,
             _ = s.int.recv() => return,
@@ -299,6 +309,6 @@ async fn wait_for_stop(control: &Arc<Control>, mut s: Signals) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_control: &Arc<Control>, _s: Signals) {
+async fn wait_for_stop(_control: &Arc<Control>, _shared: &Shared, _s: Signals) {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -336,10 +336,11 @@ async fn hash_on_client_ip_keeps_each_client_on_one_target() {
 // Passive and active health
 // ---------------------------------------------------------------------------------------
 
-/// A timeout while the client is still sending its body is not held against the target:
-/// slow uploads that outlast the route's timeout get 504 but never eject a healthy target.
+/// A timeout while the client is still sending its body is the client's: slow uploads that
+/// outlast the route's timeout get 408 `body_timeout` and a closed connection, and never
+/// eject a healthy target.
 #[tokio::test(flavor = "multi_thread")]
-async fn timeouts_during_a_slow_client_upload_do_not_eject_the_target() {
+async fn timeouts_during_a_slow_client_upload_answer_408_and_do_not_eject_the_target() {
     let (up, _got) = crate::defences::reading_upstream().await;
     let gw = gateway(
         &[target(up.addr)],
@@ -353,13 +354,15 @@ async fn timeouts_during_a_slow_client_upload_do_not_eject_the_target() {
         s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
             .await
             .unwrap();
-        let mut reply = vec![0u8; 1024];
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut reply))
+        // The answer, then the end of the connection.
+        let mut reply = Vec::new();
+        tokio::time::timeout(DEADLINE, s.read_to_end(&mut reply))
             .await
-            .expect("no answer")
+            .expect("no answer, or the connection stayed open")
             .unwrap();
-        let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
-        assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.contains("\"error\":\"body_timeout\""), "{reply}");
         held.push(s);
     }
     let r = sluice_tests::get(&gw.url("main", "/after"), &[]).await;

@@ -24,6 +24,12 @@ pub enum ProxyError {
     /// The request body arrived slower than the route's minimum rate. 408.
     #[error("{0}")]
     BodyTooSlow(crate::body::TooSlow),
+    /// The route's timeout passed while the client was still sending the request body. 408.
+    #[error("the request body was not received within the route's timeout of {ms} ms")]
+    BodyTimeout {
+        /// The timeout.
+        ms: u128,
+    },
     /// A policy failed (trap, deadline, unusable decision) and fails closed.
     #[error("policy {policy} failed: {cause}")]
     PolicyFailed {
@@ -93,7 +99,7 @@ impl ProxyError {
         match self {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTooSlow(_) | Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::PolicyFailed { status, .. } => *status,
@@ -109,6 +115,7 @@ impl ProxyError {
             Self::NoRoute { .. } => "no_route",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyTooSlow(_) => "body_too_slow",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::BadRequest(_) => "bad_request",
             Self::NotImplemented(_) => "not_implemented",
             Self::PolicyFailed { .. } => "policy_failed",

@@ -3,7 +3,6 @@
 
 use std::error::Error as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -211,12 +210,12 @@ pub(super) async fn forward(
     })?;
 
     let replayable = incoming.is_end_stream();
-    // Whether the body has been sent in full (bodiless requests, most of them, skip the watch).
-    let (incoming, body_sent) = if replayable {
+    // Where the body's upload stands (bodiless requests, most of them, skip the watch).
+    let (incoming, upload) = if replayable {
         (incoming, None)
     } else {
-        let (b, sent) = body::watch_end(incoming);
-        (b, Some(sent))
+        let (b, upload) = body::watch_upload(incoming);
+        (b, Some(upload))
     };
     let mut body = Some(
         body::limited(incoming, ctx.route.max_body_bytes)
@@ -256,11 +255,14 @@ pub(super) async fn forward(
         let result = tokio::time::timeout_at(deadline, group.client.request(up)).await;
         match result {
             Err(_) => {
-                // Not the target's fault while the client is still sending its body (a slow
-                // upload must not get healthy targets ejected).
-                if body_sent.as_ref().is_none_or(|s| s.load(Ordering::Acquire)) {
-                    group.report(idx, false);
+                // Waiting for the client to send more of its body, the client is late, not
+                // the target (a slow upload must not get healthy targets ejected).
+                if upload.as_ref().is_some_and(|u| u.waiting_on_client()) {
+                    return Err(ProxyError::BodyTimeout {
+                        ms: timeout.as_millis(),
+                    });
                 }
+                group.report(idx, false);
                 return Err(ProxyError::Timeout {
                     upstream: group.name.clone(),
                     target: target.address.clone(),

@@ -143,7 +143,10 @@ fn error_response(e: &ProxyError, route: Option<&str>) -> Response<BoxBody> {
     let mut r = e.to_response(route);
     if matches!(
         e,
-        ProxyError::BadRequest(_) | ProxyError::NotImplemented(_) | ProxyError::BodyTooSlow(_)
+        ProxyError::BadRequest(_)
+            | ProxyError::NotImplemented(_)
+            | ProxyError::BodyTooSlow(_)
+            | ProxyError::BodyTimeout { .. }
     ) {
         close_after(&mut r);
     }

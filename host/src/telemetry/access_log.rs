@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::SystemTime;
 
@@ -43,10 +43,26 @@ pub struct Record {
 /// A cheap handle to the writer thread.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<SyncSender<String>>,
+    tx: Option<SyncSender<Option<String>>>,
     dropped: Arc<AtomicU64>,
     /// Lines queued and not yet written.
     pending: Arc<AtomicU64>,
+    /// Set to have the writer reopen its file.
+    reopen: Arc<AtomicBool>,
+}
+
+/// Opens the destination: standard output, or `path` for appending (created if missing).
+fn open(path: &str) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(if path == "stdout" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        )
+    })
 }
 
 impl AccessLog {
@@ -56,50 +72,67 @@ impl AccessLog {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
             pending: Arc::new(AtomicU64::new(0)),
+            reopen: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Starts the writer for `"stdout"` or a file path (appended).
     pub fn start(path: &str) -> std::io::Result<Self> {
-        let mut out: Box<dyn Write + Send> = if path == "stdout" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )
-        };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let mut out = open(path)?;
+        let (tx, rx) = sync_channel::<Option<String>>(QUEUE);
         let pending = Arc::new(AtomicU64::new(0));
-        let written = pending.clone();
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (written, reopen_requested, path) = (pending.clone(), reopen.clone(), path.to_owned());
         std::thread::Builder::new()
             .name("sluice-access-log".into())
             .spawn(move || {
                 let mut buf = Vec::with_capacity(64 * 1024);
-                while let Ok(line) = rx.recv() {
-                    buf.extend_from_slice(line.as_bytes());
-                    buf.push(b'\n');
-                    let mut lines = 1;
-                    while let Ok(more) = rx.try_recv() {
-                        buf.extend_from_slice(more.as_bytes());
-                        buf.push(b'\n');
-                        lines += 1;
-                        if buf.len() > 60 * 1024 {
-                            break;
+                let mut lines = 0;
+                // `None` only wakes the thread up (to reopen the file).
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some(line) = next {
+                        if let Some(line) = line {
+                            buf.extend_from_slice(line.as_bytes());
+                            buf.push(b'\n');
+                            lines += 1;
+                        }
+                        next = if buf.len() > 60 * 1024 {
+                            None
+                        } else {
+                            rx.try_recv().ok()
+                        };
+                    }
+                    // The batch read so far goes to the file open until now.
+                    if !buf.is_empty() {
+                        let _ = out.write_all(&buf).and_then(|_| out.flush());
+                        written.fetch_sub(lines, Ordering::Release);
+                        buf.clear();
+                        lines = 0;
+                    }
+                    if reopen_requested.swap(false, Ordering::AcqRel) {
+                        match open(&path) {
+                            Ok(file) => out = file,
+                            Err(e) => tracing::warn!(%path, error = %e, "cannot reopen; still writing to the file open before"),
                         }
                     }
-                    let _ = out.write_all(&buf).and_then(|_| out.flush());
-                    written.fetch_sub(lines, Ordering::Release);
-                    buf.clear();
                 }
             })?;
         Ok(Self {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
             pending,
+            reopen,
         })
+    }
+
+    /// Reopens the file (after log rotation moved it away): lines queued from now on go to
+    /// a file at the configured path, created if missing (for `stdout`, nothing changes).
+    pub fn reopen(&self) {
+        let Some(tx) = &self.tx else { return };
+        self.reopen.store(true, Ordering::Release);
+        // A full queue means the writer is busy and sees the flag after its current batch.
+        let _ = tx.try_send(None);
     }
 
     /// Whether records are written.
@@ -125,10 +158,10 @@ impl AccessLog {
         self.queue(tx, line);
     }
 
-    fn queue(&self, tx: &SyncSender<String>, line: String) {
+    fn queue(&self, tx: &SyncSender<Option<String>>, line: String) {
         // Counted before sending, so that the writer never counts a line out first.
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if let Err(e) = tx.try_send(line) {
+        if let Err(e) = tx.try_send(Some(line)) {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             if matches!(e, TrySendError::Full(_)) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);

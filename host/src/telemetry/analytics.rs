@@ -119,6 +119,11 @@ impl AnalyticsSink {
         self.file.flush(limit)
     }
 
+    /// Reopens the events file after log rotation (see [`AccessLog::reopen`]).
+    pub fn reopen(&self) {
+        self.file.reopen();
+    }
+
     /// The aggregate as JSON: a list of `{route, consumer, status, count, …}`, ordered by
     /// route, consumer and status.
     pub fn snapshot(&self) -> serde_json::Value {
