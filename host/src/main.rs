@@ -336,6 +336,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // The settings that size the runtime are checked before it starts.
+            let out_of_range = sluice::snapshot::bounds::check(&loaded.config);
+            if !out_of_range.is_empty() {
+                eprintln!("{}", loaded.error(out_of_range));
+                return ExitCode::from(2);
+            }
             sluice::telemetry::init_logging(&loaded.config.gateway.log_level);
             let workers = match loaded.config.gateway.workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -485,6 +485,21 @@ fn an_unknown_wasm_profiler_stops_the_gateway_naming_the_variable() {
     );
 }
 
+/// Settings that size buffers and threads are checked before anything starts: `run` stops
+/// with the same located message as `validate`.
+#[test]
+fn run_stops_on_a_sizing_setting_out_of_range_naming_its_line_and_key() {
+    let err = match Gateway::try_start_with_env(&config("[limits]\nmax_headers = 100000000\n"), &[])
+    {
+        Ok(_) => panic!("started with max_headers = 100000000"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains(":9: limits.max_headers: must be 1 to 10000"),
+        "{err}"
+    );
+}
+
 /// A plugin's name is its kv namespace and the part before `@` of a pinned reference, so a
 /// file plugin follows the admin API's naming rule.
 #[test]

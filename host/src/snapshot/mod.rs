@@ -2,6 +2,7 @@
 //! configurations. It is built completely (every check done) before it is swapped in, so a
 //! bad configuration is rejected whole and never half-applied.
 
+pub mod bounds;
 pub mod pipeline;
 
 use std::collections::BTreeMap;
@@ -113,26 +114,8 @@ impl Snapshot {
                 )),
             }
         }
+        issues.extend(bounds::check(config));
         let limits = &config.limits;
-        if limits.max_header_bytes < 8192 {
-            issues.push(Issue::new(
-                root.key("limits").key("max_header_bytes"),
-                "must be at least 8192",
-            ));
-        }
-        let instances = config.policy.max_instances;
-        if !(1..=crate::config::MAX_INSTANCES_LIMIT).contains(&instances) {
-            issues.push(Issue::new(
-                root.key("policy").key("max_instances"),
-                format!("must be 1 to {}", crate::config::MAX_INSTANCES_LIMIT),
-            ));
-        }
-        if limits.max_connections == 0 {
-            issues.push(Issue::new(
-                root.key("limits").key("max_connections"),
-                "must be at least 1",
-            ));
-        }
 
         let mut upstreams = BTreeMap::new();
         for (name, u) in &config.upstreams {
@@ -596,16 +579,13 @@ mod tests {
     }
 
     #[test]
-    fn rejects_a_policy_instance_pool_out_of_range() {
-        for n in [0, 100_001] {
-            assert_eq!(
-                issues(&format!("[policy]\nmax_instances = {n}\n{L}")),
-                vec!["policy.max_instances: must be 1 to 100000"]
-            );
-        }
+    fn a_circuit_breaker_too_large_for_a_semaphore_is_an_issue_not_a_panic() {
+        let up = "[upstreams.u]\ntargets = [{ address = \"127.0.0.1:1\" }]\n";
         assert_eq!(
-            issues(&format!("[policy]\nmax_instances = 8\n{L}")),
-            Vec::<String>::new()
+            issues(&format!(
+                "{L}{up}circuit_breaker = {{ max_concurrent = 4611686018427387904 }}\n"
+            )),
+            vec!["upstreams.u.circuit_breaker.max_concurrent: must be 1 to 1000000"]
         );
     }
 

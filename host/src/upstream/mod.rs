@@ -117,11 +117,18 @@ impl UpstreamGroup {
         if cfg.balance == config::Balance::Hash && cfg.hash_on.is_none() {
             errors.push(("hash_on".into(), "balance = \"hash\" needs hash_on".into()));
         }
-        if cfg.circuit_breaker.max_concurrent == 0 {
-            errors.push((
-                "circuit_breaker.max_concurrent".into(),
-                "must be at least 1".into(),
-            ));
+        let max = crate::snapshot::bounds::MAX_CONNECTIONS as usize;
+        let cb = &cfg.circuit_breaker;
+        for (key, value, min) in [
+            ("max_concurrent", cb.max_concurrent, 1),
+            ("max_pending", cb.max_pending, 0),
+        ] {
+            if !(min..=max).contains(&value) {
+                errors.push((
+                    format!("circuit_breaker.{key}"),
+                    format!("must be {min} to {max}"),
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&cfg.retry.budget_ratio) {
             errors.push((
