@@ -127,11 +127,20 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, FieldErrors
         .with_protocol_versions(versions())
         .map_err(|e| vec![("certificates".into(), e.to_string())])?;
     let builder = match &tls.client_ca {
+        // Without a CA no client certificate is asked for: a setting that says one is
+        // required (or optional) would be silently ignored.
+        None if tls.client_cert_required.is_some() => {
+            errors.push((
+                "client_cert_required".into(),
+                "needs client_ca (the CA client certificates must chain to)".into(),
+            ));
+            builder.with_no_client_auth()
+        }
         None => builder.with_no_client_auth(),
         Some(ca) => match roots(ca) {
             Ok(store) => {
                 let v = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider);
-                let v = if tls.client_cert_required {
+                let v = if tls.client_cert_required.unwrap_or(true) {
                     v.build()
                 } else {
                     v.allow_unauthenticated().build()
@@ -168,4 +177,24 @@ pub fn client_config(tls: &UpstreamTls, h2: bool) -> Result<Arc<ClientConfig>, F
         .with_no_client_auth();
     cfg.alpn_protocols = vec![if h2 { ALPN_H2 } else { ALPN_HTTP1 }.to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_cert_required_without_a_client_ca_is_an_error_not_ignored() {
+        let tls = ListenerTls {
+            certificates: Vec::new(),
+            client_ca: None,
+            client_cert_required: Some(true),
+        };
+        let fields: Vec<String> = server_config(&tls)
+            .expect_err("accepted")
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["certificates", "client_cert_required"]);
+    }
 }

@@ -383,13 +383,21 @@ async fn sigterm_and_sigint_drain_the_request_in_flight_then_exit_zero() {
 /// or the drain timeout would end the wait.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_connection_to_an_h2c_listener_does_not_delay_the_drain() {
-    let mut gw = Gateway::start(
+    let gw = Gateway::start(
         "[gateway]\ndrain_timeout = \"30s\"\n\n[limits]\nheader_read_timeout = \"30s\"\n\n[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\n[[routes]]\nname = \"e\"\nrespond = \"echo\"\n",
     );
-    // A connection that says nothing (and no other client connection, so that the
-    // descriptor count below changes only with it).
+    assert_a_silent_connection_does_not_delay_the_drain(gw, "main").await;
+}
+
+/// Opens a connection to `listener` that says nothing, then stops `gw` with SIGTERM and
+/// asserts that it exits at once (the gateway must have no other client connection, so
+/// that its descriptor count changes only with this one).
+pub(crate) async fn assert_a_silent_connection_does_not_delay_the_drain(
+    mut gw: Gateway,
+    listener: &str,
+) {
     let before = gw.open_fds();
-    let _silent = tokio::net::TcpStream::connect(gw.addr("main"))
+    let _silent = tokio::net::TcpStream::connect(gw.addr(listener))
         .await
         .unwrap();
     // Wait until the gateway has accepted it (one more descriptor open), bounded.

@@ -138,6 +138,21 @@ impl Pki {
     }
 }
 
+/// A connection that never starts its TLS handshake does not hold up a drain: the gateway
+/// exits long before the handshake's deadline (the head timeout) or the drain timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_silent_before_its_tls_handshake_does_not_delay_the_drain() {
+    let pki = Pki::new();
+    let toml = tls_config(
+        &[&pki.a_files],
+        "",
+        "[limits]\nheader_read_timeout = \"30s\"\n\n[[routes]]\nname = \"e\"\nrespond = \"echo\"\n",
+    )
+    .replace("drain_timeout = \"5s\"", "drain_timeout = \"30s\"");
+    let gw = Gateway::start(&toml);
+    crate::lifecycle::assert_a_silent_connection_does_not_delay_the_drain(gw, "tls").await;
+}
+
 /// The certificate a TLS listener presents for `sni` (`None`: no SNI extension at all).
 async fn presented_cert(addr: SocketAddr, sni: Option<&str>) -> CertificateDer<'static> {
     let mut cfg = (*tls::client_config(Trust::Anything, ALL_VERSIONS, None, &[])).clone();

@@ -194,7 +194,9 @@ async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ap
         let (tcp, _) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
+                // Out of descriptors, most likely: back off instead of spinning on it.
                 tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };

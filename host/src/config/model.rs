@@ -176,13 +176,9 @@ pub struct ListenerTls {
     /// CA bundle (PEM) that client certificates must chain to; enables mTLS.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
-    /// Whether a client certificate is mandatory when `client_ca` is set. Default: true.
-    #[serde(default = "yes")]
-    pub client_cert_required: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Whether a client certificate is mandatory; only with `client_ca`. Default: true.
+    #[serde(default)]
+    pub client_cert_required: Option<bool>,
 }
 
 /// A certificate chain and its private key, both PEM files.

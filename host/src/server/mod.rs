@@ -138,8 +138,14 @@ async fn serve_connection(
 
     if let Some(cfg) = listener.tls.clone() {
         drop(snap);
+        // The handshake is bounded by the head timeout and ends when the gateway drains.
         let handshake = TlsAcceptor::from(cfg).accept(tcp);
-        let tls = match tokio::time::timeout(limits.header_read_timeout.get(), handshake).await {
+        let mut draining = shutdown.clone();
+        let handshake = tokio::select! {
+            h = tokio::time::timeout(limits.header_read_timeout.get(), handshake) => h,
+            _ = draining.wait_for(|s| *s) => return,
+        };
+        let tls = match handshake {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
