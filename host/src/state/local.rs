@@ -11,6 +11,7 @@ use redb::{ReadableDatabase, ReadableTable, Table};
 use tokio::sync::{mpsc, oneshot};
 
 use super::db::{Db, KV, KV_COUNTS, io};
+use super::expiry::{Cursor, Expiries, Swept, purge_namespace, sweep_step};
 use super::kv::{KvError, KvLimits};
 
 /// Writes waiting for the writer beyond this many make callers wait (backpressure).
@@ -18,7 +19,8 @@ const QUEUE: usize = 4096;
 /// Most writes committed together.
 const GROUP: usize = 512;
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the clock expiry times are kept in.
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -36,14 +38,15 @@ fn encode(expires: u64, value: &[u8]) -> Vec<u8> {
 }
 
 /// `(expires, value)` of a stored entry.
-fn decode(raw: &[u8]) -> (u64, &[u8]) {
+pub(super) fn decode(raw: &[u8]) -> (u64, &[u8]) {
     let (head, value) = raw.split_at(8.min(raw.len()));
     let mut e = [0u8; 8];
     e[..head.len()].copy_from_slice(head);
     (u64::from_be_bytes(e), value)
 }
 
-fn live(expires: u64, now: u64) -> bool {
+/// Whether an entry expiring at `expires` (0: never) is live at `now`.
+pub(super) fn live(expires: u64, now: u64) -> bool {
     expires == 0 || expires > now
 }
 
@@ -78,8 +81,10 @@ enum Job {
         op: Op,
         reply: oneshot::Sender<Result<Done, KvError>>,
     },
+    /// One bounded step of a sweep, from `from` (the start: `None`).
     Sweep {
-        reply: oneshot::Sender<Result<u64, KvError>>,
+        from: Option<Cursor>,
+        reply: oneshot::Sender<Result<Swept, KvError>>,
     },
 }
 
@@ -97,6 +102,7 @@ impl LocalKv {
         let writer = Writer {
             db: db.clone(),
             limits,
+            expiries: Expiries::default(),
         };
         std::thread::Builder::new()
             .name("sluice-store".into())
@@ -200,28 +206,41 @@ impl LocalKv {
         }
     }
 
-    /// Removes every expired entry; returns how many.
+    /// Removes every expired entry; returns how many. The table is walked in steps of
+    /// [`SWEEP_STEP`](super::expiry::SWEEP_STEP) entries, each its own transaction, so that writes queued meanwhile
+    /// wait for one step, not for the whole table.
     pub async fn sweep(&self) -> Result<u64, KvError> {
-        let (reply, rx) = oneshot::channel();
         let gone = || KvError::Unavailable("the store's writer stopped".into());
-        self.jobs
-            .send(Job::Sweep { reply })
-            .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        let (mut removed, mut from) = (0, None);
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.jobs
+                .send(Job::Sweep { from, reply })
+                .await
+                .map_err(|_| gone())?;
+            let step = rx.await.map_err(|_| gone())??;
+            removed += step.removed;
+            match step.next {
+                Some(next) => from = Some(next),
+                None => return Ok(removed),
+            }
+        }
     }
 }
 
 struct Writer {
     db: Db,
     limits: KvLimits,
+    expiries: Expiries,
 }
 
-type Kv<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
-type Counts<'t> = Table<'t, &'static str, u64>;
+/// The entries table: `(namespace, key)` to `expires ‖ value`.
+pub(super) type Kv<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
+/// Entries per namespace.
+pub(super) type Counts<'t> = Table<'t, &'static str, u64>;
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(GROUP);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -236,7 +255,7 @@ impl Writer {
     }
 
     /// Applies `batch` in one transaction, then answers every job.
-    fn commit(&self, batch: &mut Vec<Job>) {
+    fn commit(&mut self, batch: &mut Vec<Job>) {
         let mut results = Vec::with_capacity(batch.len());
         let outcome = (|| -> Result<(), super::StoreError> {
             let tx = self.db.inner().begin_write().map_err(io)?;
@@ -249,7 +268,9 @@ impl Writer {
                         Job::Write { ns, key, op, .. } => {
                             Ok(self.apply(&mut kv, &mut counts, ns, key, op, now)?)
                         }
-                        Job::Sweep { .. } => Err(sweep(&mut kv, &mut counts, now)?),
+                        Job::Sweep { from, .. } => {
+                            Err(sweep_step(&mut kv, &mut counts, from.take(), now)?)
+                        }
                     });
                 }
             }
@@ -271,10 +292,10 @@ impl Writer {
                     };
                     let _ = reply.send(r);
                 }
-                Job::Sweep { reply } => {
+                Job::Sweep { reply, .. } => {
                     let r = match (&outcome, result) {
                         (Err(e), _) => Err(failed(e)),
-                        (Ok(()), Some(Err(n))) => Ok(n),
+                        (Ok(()), Some(Err(step))) => Ok(step),
                         _ => Err(KvError::Unavailable("sweep failed".into())),
                     };
                     let _ = reply.send(r);
@@ -286,7 +307,7 @@ impl Writer {
     /// One write inside the open transaction. The outer error aborts the whole batch (an
     /// I/O failure); the inner one is this write's own refusal.
     fn apply(
-        &self,
+        &mut self,
         kv: &mut Kv<'_>,
         counts: &mut Counts<'_>,
         ns: &str,
@@ -346,18 +367,29 @@ impl Writer {
             }
         };
         if !present {
+            let max = self.limits.max_keys as u64;
             let n = counts.get(ns).map_err(io)?.map_or(0, |v| v.value());
-            if n >= self.limits.max_keys as u64 && purge_namespace(kv, counts, ns, now)? == n {
+            // At the quota, only expired entries can make room; the namespace is scanned
+            // for them only when one may have expired (and at most once a second).
+            if n >= max
+                && (!self.expiries.may_have_expired(ns, now)
+                    || purge_namespace(kv, counts, ns, now, &mut self.expiries)? >= max)
+            {
                 return Ok(Err(KvError::QuotaExceeded));
             }
             add_count(counts, ns, 1)?;
         }
+        self.expiries.stored(ns, decode(&stored).0);
         kv.insert((ns, key), stored.as_slice()).map_err(io)?;
         Ok(Ok(answer))
     }
 }
 
-fn add_count(counts: &mut Counts<'_>, ns: &str, delta: i64) -> Result<(), super::StoreError> {
+pub(super) fn add_count(
+    counts: &mut Counts<'_>,
+    ns: &str,
+    delta: i64,
+) -> Result<(), super::StoreError> {
     let n = counts.get(ns).map_err(io)?.map_or(0, |v| v.value());
     let next = n.saturating_add_signed(delta);
     if next == 0 {
@@ -366,55 +398,6 @@ fn add_count(counts: &mut Counts<'_>, ns: &str, delta: i64) -> Result<(), super:
         counts.insert(ns, next).map_err(io)?;
     }
     Ok(())
-}
-
-/// Removes the expired entries of `ns`; returns the entries left.
-fn purge_namespace(
-    kv: &mut Kv<'_>,
-    counts: &mut Counts<'_>,
-    ns: &str,
-    now: u64,
-) -> Result<u64, super::StoreError> {
-    let mut expired = Vec::new();
-    let mut left = 0u64;
-    for entry in kv.range((ns, "")..).map_err(io)? {
-        let (k, v) = entry.map_err(io)?;
-        let (entry_ns, key) = k.value();
-        if entry_ns != ns {
-            break;
-        }
-        if live(decode(v.value()).0, now) {
-            left += 1;
-        } else {
-            expired.push(key.to_owned());
-        }
-    }
-    for key in &expired {
-        kv.remove((ns, key.as_str())).map_err(io)?;
-    }
-    if left == 0 {
-        counts.remove(ns).map_err(io)?;
-    } else {
-        counts.insert(ns, left).map_err(io)?;
-    }
-    Ok(left)
-}
-
-/// Removes every expired entry; returns how many.
-fn sweep(kv: &mut Kv<'_>, counts: &mut Counts<'_>, now: u64) -> Result<u64, super::StoreError> {
-    let mut expired = Vec::new();
-    for entry in kv.iter().map_err(io)? {
-        let (k, v) = entry.map_err(io)?;
-        if !live(decode(v.value()).0, now) {
-            let (ns, key) = k.value();
-            expired.push((ns.to_owned(), key.to_owned()));
-        }
-    }
-    for (ns, key) in &expired {
-        kv.remove((ns.as_str(), key.as_str())).map_err(io)?;
-        add_count(counts, ns, -1)?;
-    }
-    Ok(expired.len() as u64)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! here, from the policy's `kv_backend`, `rate_limit_backend` and `on_backend_error`.
 
 mod db;
+mod expiry;
 mod hybrid;
 pub mod kv;
 mod limiter;
