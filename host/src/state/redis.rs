@@ -311,8 +311,10 @@ impl RedisKv {
     ) -> Result<i64, KvError> {
         self.check(key, None)?;
         let args = self.args("incr", ttl, delta.into());
+        // A decimal string (exact, where a Lua number would round past 2^53).
         let n = self.write(ns, key, args).await?;
-        n.as_i64()
+        n.as_str()
+            .and_then(|s| s.parse::<i64>().ok())
             .ok_or_else(|| KvError::Unavailable(format!("unexpected reply {n:?}")))
     }
 

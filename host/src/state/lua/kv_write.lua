@@ -5,7 +5,8 @@
 -- ARGV[1]: op (set | cas | incr | del); ARGV[2]: TTL in ms (0: none); ARGV[3]: most keys in
 -- the namespace; ARGV[4]: the value (set, cas) or delta (incr); ARGV[5]: for cas, '1' when a
 -- current value is expected (ARGV[6]) and '0' when the key must be absent.
--- Returns 1/0 (set, cas, del) or the new counter (incr); errors QUOTA and NOTANUMBER.
+-- Returns 1/0 (set, cas, del) or the new counter as a decimal string (incr, saturating at
+-- the i64 bounds); errors QUOTA and NOTANUMBER.
 local op = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -24,7 +25,16 @@ if op == 'cas' then
 end
 if op == 'incr' and cur then
   if not string.match(cur, '^%-?%d+$') then return redis.error_reply('NOTANUMBER') end
-  return redis.call('INCRBY', KEYS[1], ARGV[4])
+  local r = redis.pcall('INCRBY', KEYS[1], ARGV[4])
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'overflow') then return r end
+    -- Saturate, as the embedded store does (the TTL is kept).
+    local bound = '9223372036854775807'
+    if string.sub(ARGV[4], 1, 1) == '-' then bound = '-9223372036854775808' end
+    redis.call('SET', KEYS[1], bound, 'KEEPTTL')
+  end
+  -- The counter as a string: Lua numbers are doubles, which round values past 2^53.
+  return redis.call('GET', KEYS[1])
 end
 if not cur then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -40,5 +50,5 @@ else
   redis.call('SET', KEYS[1], ARGV[4])
   redis.call('ZADD', KEYS[2], '+inf', KEYS[1])
 end
-if op == 'incr' then return redis.call('INCRBY', KEYS[1], 0) end
+if op == 'incr' then return redis.call('GET', KEYS[1]) end
 return 1
