@@ -377,15 +377,25 @@ impl Control {
         }
         let loaded = self.loaded();
         let dir = plugin_dir(&loaded.config.state);
-        for (digest, bytes) in &blobs {
-            write_component(&dir, digest, bytes).map_err(ApplyError::Store)?;
-        }
+        // Files and the store are written off the request workers (fsyncs).
+        let blobs = Arc::new(blobs);
+        let written = blobs.clone();
+        tokio::task::spawn_blocking(move || {
+            written
+                .iter()
+                .try_for_each(|(digest, bytes)| write_component(&dir, digest, bytes).map(drop))
+        })
+        .await
+        .map_err(|e| ApplyError::Store(e.to_string()))?
+        .map_err(ApplyError::Store)?;
         let env = self.live().policy_env.clone();
         let next = build_composed(&loaded, &managed, env)
             .await
             .map_err(ApplyError::invalid)?;
+        let stored = managed.clone();
         let revision = db
-            .put_managed(&managed, revision, &blobs)
+            .off_workers(move |db| db.put_managed(&stored, revision, &blobs))
+            .await
             .map_err(|e| ApplyError::Store(e.to_string()))?;
         next.activate(Some(&self.live()));
         self.shared.snapshot.store(Arc::new(next));

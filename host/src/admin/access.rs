@@ -238,9 +238,11 @@ pub(super) async fn create_token(State(a): State<Arc<Admin>>, body: Bytes) -> Ap
         role: b.role,
         created_at: unix_now(),
     };
+    let sha = sha256_hex(secret.as_bytes());
     let stored = a
         .db()
-        .put_token(&sha256_hex(secret.as_bytes()), &record, false)
+        .off_workers(move |db| db.put_token(&sha, &record, false))
+        .await
         .map_err(Problem::store)?;
     if !stored {
         return Err(Problem::conflict(format!("token {:?} exists", b.name)));
@@ -260,7 +262,13 @@ pub(super) async fn delete_token(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    if a.db().delete_token(&name).map_err(Problem::store)? {
+    let deleted = name.clone();
+    let found = a
+        .db()
+        .off_workers(move |db| db.delete_token(&deleted))
+        .await
+        .map_err(Problem::store)?;
+    if found {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(Problem::not_found(format!("no token {name:?}")))
@@ -298,9 +306,11 @@ pub(super) async fn put_token(
     body: Bytes,
 ) -> ApiResult {
     let b: RoleBody = parse(&body)?;
+    let changed = name.clone();
     let t = a
         .db()
-        .set_token_role(&name, b.role)
+        .off_workers(move |db| db.set_token_role(&changed, b.role))
+        .await
         .map_err(Problem::store)?
         .ok_or_else(|| Problem::not_found(format!("no token {name:?}")))?;
     Ok(Json(token_view(&t)).into_response())

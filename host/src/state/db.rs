@@ -74,6 +74,20 @@ pub struct Db {
 }
 
 impl Db {
+    /// Runs `f` on tokio's blocking pool, off the workers that serve requests: for the
+    /// admin plane's write transactions, which wait for the kv writer's transaction and
+    /// then fsync (with component bytes, megabytes of them).
+    pub async fn off_workers<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(io)?
+    }
+
     /// Opens (creating when absent, with an owner-only parent directory) and migrates the
     /// store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
