@@ -58,15 +58,16 @@ impl Hybrid {
     /// task that ends when the limiter is dropped).
     pub fn start(redis: Arc<Redis>, prefix: String, interval: Duration) -> Arc<Self> {
         let h = Arc::new(Self {
+            synced: AtomicBool::new(redis.healthy()),
             redis,
             prefix,
             slots: Mutex::new(HashMap::new()),
-            synced: AtomicBool::new(true),
         });
         let weak = Arc::downgrade(&h);
         tokio::spawn(reconcile_forever(
             weak,
             interval.max(Duration::from_millis(1)),
+            h.redis.transitions(),
         ));
         h
     }
@@ -134,9 +135,11 @@ impl Hybrid {
                 }
             }
         }
-        // Out of sync only when Redis answered none of the calls.
-        self.synced
-            .store(failed == 0 || succeeded > 0, Ordering::Relaxed);
+        // In sync when Redis answered a call, or when there was nothing to send and it is
+        // connected (a limiter whose checks are all refused while Redis is down has no key
+        // to send, and must not count as in sync for that).
+        let synced = succeeded > 0 || (failed == 0 && self.redis.healthy());
+        self.synced.store(synced, Ordering::Relaxed);
     }
 }
 
@@ -206,11 +209,21 @@ fn count(
     }
 }
 
-async fn reconcile_forever(limiter: Weak<Hybrid>, interval: Duration) {
+/// Reconciles every `interval`, and at once when Redis comes up or goes down (so that a
+/// limiter started before its first connection is in sync as soon as there is one).
+async fn reconcile_forever(
+    limiter: Weak<Hybrid>,
+    interval: Duration,
+    mut transitions: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            // An error means the Redis handle is gone, and the limiter with it.
+            _ = transitions.changed() => {}
+        }
         let Some(l) = limiter.upgrade() else { return };
         l.reconcile().await;
     }
@@ -243,5 +256,24 @@ mod tests {
         assert_eq!(hourly, [true, true, true, false, false]);
         assert_eq!(count(&mut slots, "k", per_second, 1, now).remaining, 4);
         assert_eq!(slots["k"].len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_limiter_with_nothing_to_send_stays_out_of_sync_while_redis_is_down() {
+        let settings: crate::config::RedisSettings =
+            toml::from_str("url = \"redis://127.0.0.1:1\"").unwrap();
+        // Never connected.
+        let redis = Redis::connect(&settings, None, false).unwrap();
+        let h = Hybrid::start(redis, "t:".into(), Duration::from_secs(3600));
+        let limit = Limit {
+            requests: 10,
+            window_ms: 1000,
+            burst: 0,
+        };
+        assert!(h.check("k", limit, 1).is_err());
+        // A refused check counts nothing, so a reconciliation has no key to send: that is
+        // not Redis answering.
+        h.reconcile().await;
+        assert!(h.check("k", limit, 1).is_err());
     }
 }

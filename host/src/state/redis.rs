@@ -130,6 +130,11 @@ impl Redis {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Notified on each health transition (true: a connection came up).
+    pub fn transitions(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
     /// Whether at least one pooled connection is up.
     pub fn healthy(&self) -> bool {
         self.pool.clients().iter().any(|c| c.is_connected())
