@@ -313,6 +313,9 @@ pub struct Control {
     source: Source,
     shared: Arc<Shared>,
     file: std::sync::Mutex<Arc<Loaded>>,
+    /// `[admin]` as the gateway started with it: restart-only, like the listeners (a reload
+    /// that drops `trusted_keys` must not turn signature checks off unnoticed).
+    admin: config::AdminSettings,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -322,6 +325,7 @@ impl Control {
         Arc::new(Self {
             source,
             shared,
+            admin: loaded.config.admin.clone(),
             file: std::sync::Mutex::new(Arc::new(loaded)),
             lock: tokio::sync::Mutex::new(()),
         })
@@ -422,8 +426,8 @@ impl Control {
     }
 
     /// The admin settings the gateway started with.
-    pub fn admin_settings(&self) -> config::AdminSettings {
-        self.loaded().config.admin.clone()
+    pub fn admin_settings(&self) -> &config::AdminSettings {
+        &self.admin
     }
 
     /// Re-reads the file and swaps the composed configuration in if it is valid and keeps

@@ -230,7 +230,7 @@ async fn bad_uploads_are_refused_with_the_reason_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn uploads_need_a_signature_by_a_trusted_key_when_keys_are_configured() {
+async fn uploads_need_a_signature_by_a_trusted_key_when_keys_are_configured_until_restart() {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
@@ -265,6 +265,32 @@ async fn uploads_need_a_signature_by_a_trusted_key_when_keys_are_configured() {
     assert_eq!(r.status, 201, "{}", r.body);
     let p = as_admin(&gw, "GET", "/v1/plugins/p", None).await.json();
     assert_eq!(p["versions"][0]["signed"], true);
+
+    // `[admin]` is read at start only: a reload of a file without the keys does not turn
+    // the check off (it logs that the change needs a restart).
+    let file = std::fs::read_to_string(gw.config_path()).unwrap();
+    let without_keys: String = file
+        .lines()
+        .filter(|l| !l.starts_with("trusted_keys"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(file, without_keys);
+    std::fs::write(gw.config_path(), without_keys).unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_stderr(
+        |l| l.contains("configuration reloaded"),
+        std::time::Duration::from_secs(10)
+    ));
+    let bytes = std::fs::read(plugin_path("noop")).unwrap();
+    let unsigned = admin(&gw, "POST", path, Some(&token), Some(bytes), &[]).await;
+    assert!(
+        problem(&unsigned, 422)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{}",
+        unsigned.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
