@@ -171,7 +171,7 @@ pub async fn start(control: Arc<Control>) -> Result<(), String> {
         ),
         None => None,
     };
-    auth::bootstrap(&control.db(), &settings)?;
+    auth::bootstrap(&control.db(), settings)?;
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|e| format!("admin.bind {bind}: {e}"))?;
