@@ -69,6 +69,25 @@ fn validate_rejects_zero_and_overlong_durations_at_their_key() {
     );
 }
 
+/// `[admin]` is checked like the rest: a plaintext admin API off loopback, or a missing
+/// certificate file of its TLS, is reported at its line before anything starts.
+#[test]
+fn validate_reports_admin_settings_at_their_line() {
+    let (code, out) = validate(
+        "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[admin]\nbind = \"0.0.0.0:9901\"\n",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FILE:6: admin.bind: 0.0.0.0:9901 is not a loopback address"),
+        "{out}"
+    );
+    let (code, out) = validate(
+        "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[admin]\ntls = { certificates = [{ cert = \"/nonexistent.pem\", key = \"/nonexistent.key\" }] }\n",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("admin.tls.certificates[0].cert"), "{out}");
+}
+
 #[test]
 fn validate_accepts_the_shipped_configuration() {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.toml");

@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 pub use problem::{FieldError, Problem};
 
+use crate::config;
 use crate::control::Control;
 use crate::state::Db;
 
@@ -140,6 +141,38 @@ fn api(admin: Arc<Admin>) -> axum::Router {
         .with_state(admin)
 }
 
+/// Checks `[admin]`: the bind/TLS policy (plaintext only on loopback unless allowed) and
+/// the TLS files. Returns the TLS acceptor, if any; errors are `(key under admin, message)`.
+/// Run by every configuration build, so `sluice validate` reports them at their line.
+pub fn check_settings(
+    settings: &config::AdminSettings,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, Vec<(String, String)>> {
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let bind = settings.bind;
+    if !bind.ip().is_loopback() && settings.tls.is_none() && !settings.allow_plaintext_non_loopback
+    {
+        return Err(vec![(
+            "bind".into(),
+            format!(
+                "{bind} is not a loopback address: configure admin.tls, or set \
+                 admin.allow_plaintext_non_loopback = true to accept plaintext tokens on the network"
+            ),
+        )]);
+    }
+    let Some(t) = &settings.tls else {
+        return Ok(None);
+    };
+    let mut c = crate::tls::server_config(t).map_err(|es| {
+        es.into_iter()
+            .map(|(k, m)| (format!("tls.{k}"), m))
+            .collect::<Vec<_>>()
+    })?;
+    Arc::make_mut(&mut c).alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(c)))
+}
+
 /// Starts the admin API for `control` (when enabled): checks the bind/TLS policy, installs
 /// the bootstrap token, binds, and serves on a background task.
 pub async fn start(control: Arc<Control>) -> Result<(), String> {
@@ -148,29 +181,12 @@ pub async fn start(control: Arc<Control>) -> Result<(), String> {
         return Ok(());
     }
     let bind = settings.bind;
-    if !bind.ip().is_loopback() && settings.tls.is_none() && !settings.allow_plaintext_non_loopback
-    {
-        return Err(format!(
-            "admin.bind {bind} is not a loopback address: configure admin.tls, or set \
-             admin.allow_plaintext_non_loopback = true to accept plaintext tokens on the network"
-        ));
-    }
-    let tls = match &settings.tls {
-        Some(t) => Some(
-            crate::tls::server_config(t)
-                .map(|mut c| {
-                    Arc::make_mut(&mut c).alpn_protocols = vec![b"http/1.1".to_vec()];
-                    tokio_rustls::TlsAcceptor::from(c)
-                })
-                .map_err(|es| {
-                    es.into_iter()
-                        .map(|(k, m)| format!("admin.tls.{k}: {m}"))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })?,
-        ),
-        None => None,
-    };
+    let tls = check_settings(settings).map_err(|es| {
+        es.into_iter()
+            .map(|(k, m)| format!("admin.{k}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
     auth::bootstrap(&control.db(), settings)?;
     let listener = TcpListener::bind(bind)
         .await

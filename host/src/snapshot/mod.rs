@@ -115,6 +115,12 @@ impl Snapshot {
             }
         }
         issues.extend(bounds::check(config));
+        if let Err(es) = crate::admin::check_settings(&config.admin) {
+            issues.extend(
+                es.into_iter()
+                    .map(|(f, m)| Issue::new(field_path(&root.key("admin"), &f), m)),
+            );
+        }
         let limits = &config.limits;
 
         let mut upstreams = BTreeMap::new();
