@@ -316,6 +316,9 @@ pub struct Control {
     /// `[admin]` as the gateway started with it: restart-only, like the listeners (a reload
     /// that drops `trusted_keys` must not turn signature checks off unnoticed).
     admin: config::AdminSettings,
+    /// The admin API's TLS acceptor, rebuilt from `[admin] tls`'s files on every reload, so
+    /// that certificates renewed in place are served, as the listeners' are.
+    admin_tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -326,6 +329,7 @@ impl Control {
             source,
             shared,
             admin: loaded.config.admin.clone(),
+            admin_tls: arc_swap::ArcSwapOption::empty(),
             file: std::sync::Mutex::new(Arc::new(loaded)),
             lock: tokio::sync::Mutex::new(()),
         })
@@ -425,6 +429,16 @@ impl Control {
         )
     }
 
+    /// The admin API's TLS acceptor (`None`: plaintext).
+    pub fn admin_tls(&self) -> Option<Arc<tokio_rustls::TlsAcceptor>> {
+        self.admin_tls.load_full()
+    }
+
+    /// Sets the admin API's TLS acceptor (at start).
+    pub fn set_admin_tls(&self, tls: Option<tokio_rustls::TlsAcceptor>) {
+        self.admin_tls.store(tls.map(Arc::new));
+    }
+
     /// The admin settings the gateway started with.
     pub fn admin_settings(&self) -> &config::AdminSettings {
         &self.admin
@@ -478,6 +492,15 @@ impl Control {
         next.activate(Some(&current));
         self.shared.snapshot.store(Arc::new(next));
         *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        if self.admin_tls().is_some() {
+            match crate::admin::check_settings(&self.admin) {
+                Ok(tls) => self.set_admin_tls(tls),
+                Err(problems) => tracing::warn!(
+                    ?problems,
+                    "admin TLS files not reloaded; the admin API keeps its certificates"
+                ),
+            }
+        }
         tracing::info!("configuration reloaded");
     }
 }

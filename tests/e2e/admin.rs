@@ -1177,6 +1177,33 @@ async fn the_admin_api_serves_tls_with_client_certificates_and_the_cli_speaks_ht
     assert!(String::from_utf8_lossy(&out.stdout).contains("config revision"));
 }
 
+/// A certificate renewed in place (same files, as certbot does) is served by the admin
+/// API after SIGHUP, as the listeners' are.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_serves_a_certificate_renewed_in_place_after_sighup() {
+    use sluice_tests::tls::Ca;
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (Ca::new("old-ca"), Ca::new("new-ca"));
+    let (cert, key) = old_ca.leaf(&["localhost"]).write(dir.path(), "admin");
+    let gw = gateway(&format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n[admin.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        cert.display(),
+        key.display(),
+    ));
+    assert_eq!(status_over_tls(&gw, &old_ca, None).await, Ok(200));
+    new_ca.leaf(&["localhost"]).write(dir.path(), "admin");
+    gw.signal("HUP");
+    assert!(gw.wait_stderr(
+        |l| l.contains("configuration reloaded"),
+        std::time::Duration::from_secs(10)
+    ));
+    assert_eq!(status_over_tls(&gw, &new_ca, None).await, Ok(200));
+    assert!(
+        status_over_tls(&gw, &old_ca, None).await.is_err(),
+        "the old certificate is still served"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstreams_consumers_and_tokens_are_created_read_replaced_and_deleted() {
     let gw = gateway("");

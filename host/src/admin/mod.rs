@@ -193,15 +193,18 @@ pub async fn start(control: Arc<Control>) -> Result<(), String> {
         .map_err(|e| format!("admin.bind {bind}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(listener = "admin", addr = %local, tls = tls.is_some(), "listening");
-    let app = api(Arc::new(Admin { control }));
-    tokio::spawn(serve(listener, tls, app));
+    control.set_admin_tls(tls);
+    let app = api(Arc::new(Admin {
+        control: control.clone(),
+    }));
+    tokio::spawn(serve(listener, control, app));
     Ok(())
 }
 
 /// Most admin connections served at once.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
 
-async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, app: axum::Router) {
+async fn serve(listener: TcpListener, control: Arc<Control>, app: axum::Router) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -216,7 +219,8 @@ async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ap
                 continue;
             }
         };
-        let (app, tls) = (app.clone(), tls.clone());
+        // The acceptor of the moment: reloads pick up certificates renewed in place.
+        let (app, tls) = (app.clone(), control.admin_tls());
         tokio::spawn(async move {
             let _permit = permit;
             let service = TowerToHyperService::new(app);
