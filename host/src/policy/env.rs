@@ -87,6 +87,21 @@ impl PolicyEnv {
             .sum()
     }
 
+    /// Forgets the rate-limiter state of every policy whose label is not in `live` (the
+    /// policies of the snapshot being activated): a reload or API change that removes or
+    /// renames a policy frees its keys and stops its hybrid limiter's reconciliation.
+    pub fn retain_limiters<'a>(&self, live: impl IntoIterator<Item = &'a str>) {
+        let live: std::collections::HashSet<&str> = live.into_iter().collect();
+        self.limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|label, _| live.contains(label.as_str()));
+        self.hybrids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|label, _| live.contains(label.as_str()));
+    }
+
     /// The rate limiter of the policy labelled `label` (its state kept across reloads);
     /// `None` when it asks for Redis and none is configured.
     pub fn limiter(&self, label: &str, p: &PolicyRef) -> Option<RateLimiter> {
@@ -131,5 +146,36 @@ impl PolicyEnv {
             on_error,
             self.store.stats.clone(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Limit;
+
+    #[test]
+    fn a_limiter_keeps_its_state_while_its_policy_is_live_and_is_forgotten_after() {
+        let store = Store::in_memory(None, None, Default::default()).unwrap();
+        let env = PolicyEnv::new(&PolicySettings::default(), Arc::new(store), None).unwrap();
+        let p: PolicyRef = toml::from_str("plugin = \"p\"").unwrap();
+        let limit = Limit {
+            requests: 1,
+            window_ms: 3_600_000,
+            burst: 0,
+        };
+        let allowed = |label: &str| {
+            let l = env.limiter(label, &p).unwrap();
+            l.check_now("k", limit, 1).unwrap().unwrap().allowed
+        };
+        assert!(allowed("r/p#0"));
+        assert!(!allowed("r/p#0"), "one request an hour");
+        env.retain_limiters(["r/p#0", "other/p#0"]);
+        assert!(
+            !allowed("r/p#0"),
+            "kept across a reload that keeps the policy"
+        );
+        env.retain_limiters(["other/p#0"]);
+        assert!(allowed("r/p#0"), "a removed policy's state is gone");
     }
 }

@@ -261,6 +261,9 @@ impl Snapshot {
                 old.retire();
             }
         }
+        // And the rate-limit state of policies it dropped is freed.
+        self.policy_env
+            .retain_limiters(self.policies.iter().map(|p| p.label.as_str()));
     }
 }
 

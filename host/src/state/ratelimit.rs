@@ -83,13 +83,21 @@ const SHARDS: usize = 64;
 /// gateway's memory without bound; keys already known stay limited.
 const MAX_KEYS: usize = 1 << 20;
 
-/// One shard: `(key, theoretical arrival time)` entries found by their hash.
-type Shard = HashTable<(Box<str>, u64)>;
+/// One key's state: `(hash, fingerprint, theoretical arrival time)`. Keys are known by two
+/// independently seeded 64-bit hashes rather than kept: an entry is 24 bytes whatever the
+/// key's length (a million 1 KiB keys would otherwise hold a gigabyte), and two keys share
+/// a state only if both hashes collide (about 2^-64 per pair, with seeds an attacker does
+/// not know).
+type Entry = (u64, u64, u64);
+
+/// One shard: entries found by their hash.
+type Shard = HashTable<Entry>;
 
 /// Sharded GCRA state for one namespace (one policy instance).
 pub struct LocalLimiter {
     epoch: Instant,
     hasher: foldhash::fast::RandomState,
+    fingerprint: foldhash::fast::RandomState,
     shards: Vec<Mutex<Shard>>,
 }
 
@@ -105,6 +113,7 @@ impl LocalLimiter {
         Self {
             epoch: Instant::now(),
             hasher: foldhash::fast::RandomState::default(),
+            fingerprint: foldhash::fast::RandomState::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
         }
     }
@@ -124,13 +133,13 @@ impl LocalLimiter {
         let interval = (window_ns / requests).max(1);
         let tolerance = interval.saturating_mul(burst);
         let cost = u64::from(cost.max(1));
-        let hash = self.hasher.hash_one(key);
+        let (hash, fingerprint) = (self.hasher.hash_one(key), self.fingerprint.hash_one(key));
         // The top bits pick the shard; the table uses the low bits.
         let mut shard = self.shards[(hash >> 58) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let found = shard.find_mut(hash, |e| &*e.0 == key);
-        let tat = found.as_ref().map_or(now, |e| e.1).max(now);
+        let found = shard.find_mut(hash, |e| e.0 == hash && e.1 == fingerprint);
+        let tat = found.as_ref().map_or(now, |e| e.2).max(now);
         let new_tat = tat.saturating_add(interval.saturating_mul(cost));
         let allow_at = new_tat.saturating_sub(tolerance);
         let ms = |ns: u64| ns.div_ceil(1_000_000);
@@ -145,13 +154,12 @@ impl LocalLimiter {
             };
         }
         match found {
-            Some(e) => e.1 = new_tat,
+            Some(e) => e.2 = new_tat,
             None => {
                 // Full until the periodic sweep frees room (no scan here: a flood would pay
                 // one per request).
                 if shard.len() < MAX_KEYS / SHARDS {
-                    let hasher = &self.hasher;
-                    shard.insert_unique(hash, (key.into(), new_tat), |e| hasher.hash_one(&*e.0));
+                    shard.insert_unique(hash, (hash, fingerprint, new_tat), |e| e.0);
                 }
             }
         }
@@ -188,7 +196,7 @@ impl LocalLimiter {
         for s in &self.shards {
             s.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|e| e.1 > now);
+                .retain(|e| e.2 > now);
         }
     }
 }
