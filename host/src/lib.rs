@@ -14,7 +14,8 @@
 //! - [`state`]: the embedded store, Redis, and the policies' kv and rate limits;
 //! - [`control`]: composing the file with admin-managed resources; validated atomic swaps;
 //! - [`admin`]: the admin API (axum) and its authentication;
-//! - [`gateway`]: the process lifecycle (start, SIGHUP reload, SIGTERM drain).
+//! - [`gateway`]: the process lifecycle (start, SIGHUP reload, SIGTERM drain);
+//! - [`private`]: owner-only directories and files for the gateway's own data.
 
 pub mod admin;
 pub mod body;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod gateway;
 pub mod policy;
+pub mod private;
 pub mod proxy;
 pub mod routing;
 pub mod scaffold;

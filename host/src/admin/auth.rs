@@ -114,21 +114,9 @@ pub(super) fn bootstrap(db: &Db, settings: &AdminSettings) -> Result<(), String>
 }
 
 fn write_private(path: &std::path::Path, secret: &str) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let fail = |e: std::io::Error| format!("admin.token_file {}: {e}", path.display());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::private::create_private_dir(dir).map_err(fail)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())
-        .map_err(|e| format!("admin.token_file {}: {e}", path.display()))
+    crate::private::write_private_file(path, format!("{secret}\n").as_bytes()).map_err(fail)
 }

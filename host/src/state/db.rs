@@ -96,7 +96,7 @@ impl Db {
             reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|e| fail(e.to_string()))?;
+            crate::private::create_private_dir(dir).map_err(|e| fail(e.to_string()))?;
         }
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
@@ -207,17 +207,6 @@ fn create_admin_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(BLOBS).map_err(io)?;
     tx.open_table(TOKENS).map_err(io)?;
     Ok(())
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 #[cfg(test)]
