@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,8 +108,44 @@ fn parse_profiler(value: Option<&str>) -> Result<Option<wasmtime::ProfilingStrat
 pub struct PolicyRuntime {
     engine: Engine,
     ticker: Arc<Ticker>,
+    idle: Arc<IdleInstances>,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<String, Component>>,
+}
+
+/// Warm instances a policy can give up.
+pub trait Reclaim: Send + Sync {
+    /// Drops the policy's idle instances (returning their slots to the pool); returns how
+    /// many.
+    fn reclaim(&self) -> usize;
+}
+
+/// Every policy's idle instances. The instance pool is shared by all policies, and each
+/// keeps the warm instances its busiest moment left behind: without taking them back, the
+/// idle instances of cold policies would hold the pool's slots for ever and a busy one
+/// would find none. A policy that finds the pool full reclaims them and tries once more.
+#[derive(Default)]
+pub struct IdleInstances(Mutex<Vec<std::sync::Weak<dyn Reclaim>>>);
+
+impl IdleInstances {
+    /// Registers a policy's idle instances (forgetting those of dropped policies).
+    pub fn register(&self, idle: std::sync::Weak<dyn Reclaim>) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(idle);
+    }
+
+    /// Drops every policy's idle instances; returns how many.
+    pub fn reclaim(&self) -> usize {
+        let live: Vec<Arc<dyn Reclaim>> = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        live.iter().map(|r| r.reclaim()).sum()
+    }
 }
 
 impl PolicyRuntime {
@@ -140,7 +176,10 @@ impl PolicyRuntime {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .max_wasm_stack(512 * 1024)
-            .async_stack_size(1024 * 1024)
+            // What is left above the wasm stack is the host functions' (TLS handshakes,
+            // Redis, WASI): wasmtime's default margin, 1.5 MiB, since a host-side overflow
+            // on a fiber aborts the process. Reserved address space, not memory.
+            .async_stack_size(2 * 1024 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(p) = profiler_from_env()? {
             cfg.profiler(p);
@@ -163,12 +202,13 @@ impl PolicyRuntime {
         });
         let _ = tx.send(ticker.clone());
         if let Some(dir) = &cache_dir {
-            create_private_dir(dir)
+            crate::private::create_private_dir(dir)
                 .map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;
         }
         Ok(Arc::new(Self {
             engine,
             ticker,
+            idle: Arc::default(),
             cache_dir,
             compiled: Mutex::new(HashMap::new()),
         }))
@@ -177,6 +217,11 @@ impl PolicyRuntime {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The registry of every policy's idle instances.
+    pub fn idle(&self) -> Arc<IdleInstances> {
+        self.idle.clone()
     }
 
     /// The epoch ticker, to hold [`Ticking`] around guest calls.
@@ -236,7 +281,7 @@ impl PolicyRuntime {
                 if let Some(p) = &path {
                     match c.serialize() {
                         Ok(art) => {
-                            if let Err(e) = write_atomic(p, &art) {
+                            if let Err(e) = crate::private::write_private_file(p, &art) {
                                 tracing::warn!(path = %p.display(), error = %e, "cannot cache compiled artifact");
                             }
                         }
@@ -259,24 +304,10 @@ fn wasmparser_is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]

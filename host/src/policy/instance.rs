@@ -1,27 +1,24 @@
-//! Policy instances: one configured use of a plugin on a route. Checks the component's
-//! imports against the grants, links only granted capabilities (plus WASI, granting nothing,
-//! for components that import it; see [`super::wasi`]), keeps an `InstancePre`, and
-//! runs calls either on pooled instances (reused, recycled after N uses, discarded after any
-//! trap or cancelled call) or on a fresh instance per request (isolated).
+//! Policy instances: one configured use of a plugin on a route. Links it (only granted
+//! capabilities; see [`super::link`]), keeps an `InstancePre`, and runs calls either on
+//! pooled instances (reused, recycled after N uses, discarded after any trap or cancelled
+//! call) or on a fresh instance per request (isolated).
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{
-    ComponentNamedList, HasSelf, InstancePre, Lift, Linker, LinkerInstance, Lower, Resource,
-    TypedFunc, WasmList, WasmStr,
-};
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::component::{ComponentNamedList, InstancePre, Lift, Lower, Resource, TypedFunc};
+use wasmtime::{Store, UpdateDeadline};
 
 use super::PolicyError;
-use super::bindings::sluice::policy::{clock, kv, log, outbound_http, rate_limit, types};
+use super::bindings::sluice::policy::types;
 use super::bindings::{Exports, World};
 use super::capabilities::{Capabilities, Capability, Grants};
-use super::engine::{EPOCH_TICK, PolicyRuntime, Ticker};
+use super::engine::{EPOCH_TICK, IdleInstances, PolicyRuntime, Reclaim, Ticker};
 use super::host::{CallData, ContextRes, CpuClock, HostState, RequestHeadRes, ResponseHeadRes};
-use super::wasi::{self, WasiState};
+use super::link::{SyncIo, needs_fiber, prepare};
+use super::wasi::WasiState;
 
 pub use types::{RequestDecision, ResponseDecision};
 
@@ -68,218 +65,22 @@ struct Warm {
     store: Store<HostState>,
     exports: Exports,
     uses: u32,
+    /// For an instance created for the call about to be made: the wall deadline its
+    /// creation started, which that call shares (creation, `init` and the call together
+    /// get one wall budget, not one each).
+    deadline: Option<tokio::time::Instant>,
 }
 
-/// The I/O capabilities' functions that answer without waiting for one policy instance,
-/// because its backends are in this process: `kv.get` on the embedded store and
-/// `rate-limit.check` on the `local` and `hybrid` limiters. They are linked as plain host
-/// functions, so that a policy importing nothing else that waits (key-auth reading keys,
-/// rate-limit on a local limit) is called without a fiber.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct SyncIo {
-    kv_get: bool,
-    rate_limit_check: bool,
+/// Why an instantiation failed: the shared pool had no slot, or anything else.
+enum Attempt {
+    PoolFull(wasmtime::Error),
+    Failed(PolicyError),
 }
 
-impl SyncIo {
-    /// What answers without waiting for a policy reaching `caps`.
-    pub(super) fn of(caps: &Capabilities) -> Self {
-        Self {
-            kv_get: !caps.kv.reads_wait_on_io(),
-            rate_limit_check: !caps.limiter.waits_on_io(),
-        }
+impl From<PolicyError> for Attempt {
+    fn from(e: PolicyError) -> Self {
+        Self::Failed(e)
     }
-
-    /// Whether function `func` of capability `c` may wait on I/O (is an async host
-    /// function in this linker).
-    fn waits(self, c: Capability, func: &str) -> bool {
-        match c {
-            Capability::Log | Capability::Clock | Capability::Analytics => false,
-            Capability::Kv => !(self.kv_get && func == "get"),
-            Capability::RateLimit => !(self.rate_limit_check && func == "check"),
-            Capability::OutboundHttp => true,
-        }
-    }
-}
-
-/// Whether calls into `component` must run on a fiber: it imports WASI (whose host side
-/// is async) or a capability function that waits on I/O in this linker. A component's
-/// import instances list only the functions it calls, so key-auth importing `kv.get` alone
-/// needs no fiber on the embedded store. (wasmtime computes the same from the linked
-/// definitions; it refuses a synchronous call if the two disagreed, so a mistake here is an
-/// error, never unsoundness.)
-fn needs_fiber(engine: &Engine, component: &wasmtime::component::Component, io: SyncIo) -> bool {
-    use wasmtime::component::types::ComponentItem;
-    component
-        .component_type()
-        .imports(engine)
-        .any(|(name, item)| {
-            if name.starts_with("wasi:") {
-                return true;
-            }
-            let Some(c) = Capability::from_import(name) else {
-                return false;
-            };
-            match item.ty {
-                ComponentItem::ComponentInstance(inst) => inst.exports(engine).any(|(n, e)| {
-                    matches!(e.ty, ComponentItem::ComponentFunc(_)) && io.waits(c, n)
-                }),
-                _ => true,
-            }
-        })
-}
-
-/// Builds a linker that defines only `grants` (plus the shared types), and WASI p2 when
-/// `with_wasi`; the functions `io` names are defined synchronously.
-fn linker(
-    engine: &Engine,
-    grants: Grants,
-    with_wasi: bool,
-    io: SyncIo,
-) -> Result<Linker<HostState>, PolicyError> {
-    let mut l = Linker::new(engine);
-    let e = |e: wasmtime::Error| PolicyError::Engine(e.to_string());
-    types::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
-    if with_wasi {
-        wasi::add_to_linker(&mut l)?;
-    }
-    if grants.has(Capability::Log) {
-        log::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
-    }
-    if grants.has(Capability::Clock) {
-        clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
-    }
-    if grants.has(Capability::Kv) {
-        kv::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
-    }
-    if grants.has(Capability::RateLimit) {
-        rate_limit::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
-    }
-    if grants.has(Capability::Analytics) {
-        instance_of(&mut l, Capability::Analytics)
-            .and_then(|mut i| {
-                i.func_wrap("emit", |cx, (fields,): (WasmList<(WasmStr, WasmStr)>,)| {
-                    super::host::analytics_emit(cx, fields)
-                })
-            })
-            .map_err(e)?;
-    }
-    if grants.has(Capability::OutboundHttp) {
-        outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(e)?;
-    }
-    // Replace the async definitions `io` allows with synchronous ones.
-    l.allow_shadowing(true);
-    if grants.has(Capability::Kv) && io.kv_get {
-        instance_of(&mut l, Capability::Kv)
-            .and_then(|mut i| {
-                i.func_wrap("get", |mut cx, (key,): (String,)| {
-                    Ok((HostState::kv_get_now(cx.data_mut(), &key)?,))
-                })
-            })
-            .map_err(e)?;
-    }
-    if grants.has(Capability::RateLimit) && io.rate_limit_check {
-        instance_of(&mut l, Capability::RateLimit)
-            .and_then(|mut i| {
-                i.func_wrap(
-                    "check",
-                    |mut cx, (key, limit, cost): (String, rate_limit::Limit, u32)| {
-                        Ok((HostState::rate_limit_check_now(
-                            cx.data_mut(),
-                            &key,
-                            limit,
-                            cost,
-                        )?,))
-                    },
-                )
-            })
-            .map_err(e)?;
-    }
-    l.allow_shadowing(false);
-    Ok(l)
-}
-
-/// The version of the WIT package (`sluice:policy@…`) the host implements.
-const WIT_VERSION: &str = "0.1.0";
-
-/// Capability `c`'s instance in `l`, to define its functions by hand.
-fn instance_of(
-    l: &mut Linker<HostState>,
-    c: Capability,
-) -> wasmtime::Result<LinkerInstance<'_, HostState>> {
-    l.instance(&format!("{}@{WIT_VERSION}", c.interface()))
-}
-
-/// Refuses a component that imports anything not granted (naming the import). `wasi:*`
-/// imports are accepted only for the WASI 0.2 interfaces Sluice links (granting nothing).
-pub fn check_imports(
-    engine: &Engine,
-    component: &wasmtime::component::Component,
-    grants: Grants,
-) -> Result<(), PolicyError> {
-    use wasmtime::component::types::ComponentItem;
-    for (name, item) in component.component_type().imports(engine) {
-        // World-level `use` of the contract's types shows up as type imports; only
-        // instance and function imports carry behaviour.
-        if matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_))
-            || name.starts_with("sluice:policy/types@")
-        {
-            continue;
-        }
-        if name.starts_with("wasi:") {
-            if wasi::is_provided(name) {
-                continue;
-            }
-            return Err(PolicyError::Invalid(format!(
-                "the component imports {name}, which Sluice does not provide \
-                 (it links only WASI 0.2 cli, clocks, filesystem, io, random and sockets, \
-                 granting nothing)"
-            )));
-        }
-        match Capability::from_import(name) {
-            Some(c) if grants.has(c) => {}
-            Some(_) => {
-                return Err(PolicyError::Ungranted {
-                    import: name.to_string(),
-                });
-            }
-            None => {
-                return Err(PolicyError::Invalid(format!(
-                    "the component imports {name}, which Sluice does not provide"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Checks that `component` is a `sluice:policy` component importing only what `grants`
-/// allow, and pre-instantiates it; returns its world and whether it imports WASI.
-fn prepare(
-    runtime: &PolicyRuntime,
-    component: &wasmtime::component::Component,
-    grants: Grants,
-    io: SyncIo,
-) -> Result<(InstancePre<HostState>, World, bool), PolicyError> {
-    check_imports(runtime.engine(), component, grants)?;
-    let wasi = wasi::imports_wasi(runtime.engine(), component);
-    let l = linker(runtime.engine(), grants, wasi, io)?;
-    let ipre = l
-        .instantiate_pre(component)
-        .map_err(|e| PolicyError::Invalid(format!("cannot link the component: {e:#}")))?;
-    let world = World::of(&ipre)
-        .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
-    Ok((ipre, world, wasi))
-}
-
-/// Checks, without instantiating, that `component` is a component of a `sluice:policy`
-/// world that imports only capabilities in `grants` (for uploads).
-pub fn check_component(
-    runtime: &PolicyRuntime,
-    component: &wasmtime::component::Component,
-    grants: Grants,
-) -> Result<(), PolicyError> {
-    prepare(runtime, component, grants, SyncIo::default()).map(|_| ())
 }
 
 /// Counters of one policy instance.
@@ -316,7 +117,8 @@ pub struct PolicyInstance {
     caps: Arc<Capabilities>,
     mode: InstanceMode,
     limits: CallLimits,
-    pool: Mutex<Vec<Warm>>,
+    pool: Arc<IdlePool>,
+    idle: Arc<IdleInstances>,
     ticker: Arc<Ticker>,
     /// Counters.
     pub stats: PolicyStats,
@@ -324,6 +126,24 @@ pub struct PolicyInstance {
 
 /// Warm instances kept per policy instance.
 const MAX_IDLE: usize = 64;
+
+/// A policy's warm instances, waiting for its next calls.
+#[derive(Default)]
+struct IdlePool(Mutex<Vec<Warm>>);
+
+impl IdlePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Reclaim for IdlePool {
+    fn reclaim(&self) -> usize {
+        // Dropped once the lock is released: dropping a store resets its memory.
+        let idle = std::mem::take(&mut *self.lock());
+        idle.len()
+    }
+}
 
 impl PolicyInstance {
     /// Links and pre-instantiates `component` for these grants, then proves the
@@ -354,16 +174,17 @@ impl PolicyInstance {
             caps,
             mode,
             limits,
-            pool: Mutex::new(Vec::new()),
+            pool: Arc::default(),
+            idle: runtime.idle(),
             ticker: runtime.ticker(),
             stats: PolicyStats::default(),
         };
-        let warm = this.instantiate().await?;
+        let mut warm = this.instantiate().await?;
+        warm.deadline = None;
         if this.mode == InstanceMode::Pooled {
-            this.pool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(warm);
+            this.pool.lock().push(warm);
+            let pool: Arc<dyn Reclaim> = this.pool.clone();
+            this.idle.register(Arc::downgrade(&pool));
         }
         Ok(this)
     }
@@ -408,8 +229,27 @@ impl PolicyInstance {
         }
     }
 
+    /// A fresh instance, `init`ed. When the shared pool has no slot left, the idle
+    /// instances of every policy are reclaimed and instantiation is tried once more.
     async fn instantiate(&self) -> Result<Warm, PolicyError> {
+        match self.instantiate_once().await {
+            Err(Attempt::PoolFull(e)) => {
+                if self.idle.reclaim() == 0 {
+                    return Err(PolicyError::trap("instantiate", e));
+                }
+                self.instantiate_once().await.map_err(|a| match a {
+                    Attempt::PoolFull(e) => PolicyError::trap("instantiate", e),
+                    Attempt::Failed(e) => e,
+                })
+            }
+            Err(Attempt::Failed(e)) => Err(e),
+            Ok(w) => Ok(w),
+        }
+    }
+
+    async fn instantiate_once(&self) -> Result<Warm, Attempt> {
         let _ticking = self.ticker.enter();
+        let deadline = tokio::time::Instant::now() + self.limits.wall;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let mut state = HostState::new(self.caps.clone(), self.limits.max_memory);
         if self.wasi {
@@ -428,18 +268,31 @@ impl PolicyInstance {
         let instance = if self.sync {
             self.pre.instantiate(&mut store)
         } else {
-            tokio::time::timeout(self.limits.wall, self.pre.instantiate_async(&mut store))
+            tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut store))
                 .await
                 .map_err(|_| PolicyError::Timeout)?
         }
-        .map_err(|e| PolicyError::trap("instantiate", e))?;
+        .map_err(|e| {
+            if e.chain()
+                .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+            {
+                Attempt::PoolFull(e)
+            } else {
+                Attempt::Failed(PolicyError::trap("instantiate", e))
+            }
+        })?;
         let exports = self
             .world
             .load(&mut store, &instance)
             .map_err(|e| PolicyError::Invalid(format!("not a sluice:policy component: {e:#}")))?;
         self.arm(&mut store);
         let init = self
-            .call(&mut store, exports.init(), (self.config_json.as_str(),))
+            .call(
+                &mut store,
+                exports.init(),
+                (self.config_json.as_str(),),
+                deadline,
+            )
             .await
             .map_err(|_| PolicyError::Timeout)?
             .map_err(|e| PolicyError::trap("init", e))?;
@@ -448,12 +301,13 @@ impl PolicyInstance {
             store,
             exports,
             uses: 0,
+            deadline: Some(deadline),
         })
     }
 
     async fn take(&self) -> Result<Warm, PolicyError> {
         if self.mode == InstanceMode::Pooled
-            && let Some(w) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
+            && let Some(w) = self.pool.lock().pop()
         {
             return Ok(w);
         }
@@ -463,7 +317,7 @@ impl PolicyInstance {
     fn give_back(&self, mut w: Warm) {
         w.uses += 1;
         if self.mode == InstanceMode::Pooled && w.uses < self.limits.recycle_after {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pool = self.pool.lock();
             if pool.len() < MAX_IDLE {
                 pool.push(w);
             }
@@ -471,12 +325,13 @@ impl PolicyInstance {
     }
 
     /// Calls `f` with `args`: on the caller's stack for a fiber-less policy, else on a fiber
-    /// bounded by the wall-clock deadline (`Err` when it passes).
+    /// bounded by the wall-clock `deadline` (`Err` when it passes).
     async fn call<P, R>(
         &self,
         store: &mut Store<HostState>,
         f: TypedFunc<P, (R,)>,
         args: P,
+        deadline: tokio::time::Instant,
     ) -> Result<wasmtime::Result<R>, tokio::time::error::Elapsed>
     where
         P: ComponentNamedList + Lower + Send + Sync,
@@ -485,17 +340,25 @@ impl PolicyInstance {
         if self.sync {
             return Ok(f.call(store, args).map(|(r,)| r));
         }
-        tokio::time::timeout(self.limits.wall, f.call_async(store, args))
+        tokio::time::timeout_at(deadline, f.call_async(store, args))
             .await
             .map(|r| r.map(|(r,)| r))
     }
 
-    /// Takes an instance and moves `data` into its store for one call.
-    async fn begin(&self, data: &mut CallData) -> Result<Warm, PolicyError> {
+    /// Takes an instance and moves `data` into its store for one call; returns the call's
+    /// wall deadline (shared with the instance's creation when it was created for it).
+    async fn begin(
+        &self,
+        data: &mut CallData,
+    ) -> Result<(Warm, tokio::time::Instant), PolicyError> {
         let mut w = self.take().await?;
+        let deadline = w
+            .deadline
+            .take()
+            .unwrap_or_else(|| tokio::time::Instant::now() + self.limits.wall);
         std::mem::swap(&mut w.store.data_mut().call, data);
         self.arm(&mut w.store);
-        Ok(w)
+        Ok((w, deadline))
     }
 
     /// Moves `data` back out; keeps the instance only if the call completed normally.
@@ -520,10 +383,10 @@ impl PolicyInstance {
     /// Calls `on-request`.
     pub async fn on_request(&self, data: &mut CallData) -> Result<RequestDecision, PolicyError> {
         let _ticking = self.ticker.enter();
-        let mut w = self.begin(data).await?;
+        let (mut w, deadline) = self.begin(data).await?;
         let (req, ctx) = (Resource::new_borrow(0), Resource::new_borrow(0));
         let r = self
-            .call(&mut w.store, w.exports.on_request(), (req, ctx))
+            .call(&mut w.store, w.exports.on_request(), (req, ctx), deadline)
             .await;
         self.finish(w, data, "on-request", r)
     }
@@ -535,7 +398,7 @@ impl PolicyInstance {
         body: Vec<u8>,
     ) -> Result<RequestDecision, PolicyError> {
         let _ticking = self.ticker.enter();
-        let mut w = self.begin(data).await?;
+        let (mut w, deadline) = self.begin(data).await?;
         let Some(f) = w.exports.on_request_body() else {
             return self.finish(
                 w,
@@ -545,7 +408,7 @@ impl PolicyInstance {
             );
         };
         let args = (Resource::new_borrow(0), Resource::new_borrow(0), body);
-        let r = self.call(&mut w.store, f, args).await;
+        let r = self.call(&mut w.store, f, args, deadline).await;
         self.finish(w, data, "on-request-body", r)
     }
 
@@ -556,12 +419,12 @@ impl PolicyInstance {
             return Ok(ResponseDecision::Continue);
         }
         let _ticking = self.ticker.enter();
-        let mut w = self.begin(data).await?;
+        let (mut w, deadline) = self.begin(data).await?;
         let req = Resource::<RequestHeadRes>::new_borrow(0);
         let resp = Resource::<ResponseHeadRes>::new_borrow(0);
         let ctx = Resource::<ContextRes>::new_borrow(0);
         let r = match w.exports.on_response() {
-            Some(f) => self.call(&mut w.store, f, (req, resp, ctx)).await,
+            Some(f) => self.call(&mut w.store, f, (req, resp, ctx), deadline).await,
             // Unreachable: `request-policy` components return above.
             None => Ok(Ok(ResponseDecision::Continue)),
         };

@@ -3,7 +3,8 @@
 //! - [`engine`]: the one `Engine` (pooling allocator, epochs) and the compile cache;
 //! - [`capabilities`]: grantable host interfaces and what they reach;
 //! - [`host`]: store data and the host side of every interface;
-//! - [`instance`]: a configured policy, its linker, `InstancePre` and instance pool;
+//! - [`link`]: import checks against grants, the linker of the granted capabilities;
+//! - [`instance`]: a configured policy, its `InstancePre` and instance pool;
 //! - [`wasi`]: WASI 0.2 for components that import it, with a context that grants nothing;
 //! - [`pipeline`]: a route's ordered policies and how their decisions apply.
 
@@ -14,6 +15,7 @@ pub mod env;
 mod error;
 pub mod host;
 pub mod instance;
+pub mod link;
 pub mod wasi;
 
 /// The WIT types (headers, edits, decisions) as generated for the host.
@@ -23,6 +25,5 @@ pub use engine::PolicyRuntime;
 pub use env::PolicyEnv;
 pub use error::PolicyError;
 pub use host::{Attributes, CallData, RequestView, ResponseView};
-pub use instance::{
-    CallLimits, InstanceMode, PolicyInstance, RequestDecision, ResponseDecision, check_component,
-};
+pub use instance::{CallLimits, InstanceMode, PolicyInstance, RequestDecision, ResponseDecision};
+pub use link::check_component;
