@@ -95,6 +95,24 @@ pub struct Outbound {
     max_bytes: usize,
 }
 
+/// Headers a policy may not set on an outbound request: `Host` (the URL's authority is
+/// sent) and those that frame or route the connection (RFC 9110 §7.6.1).
+fn is_reserved_outbound_header(name: &str) -> bool {
+    const RESERVED: [&str; 10] = [
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// Longest an outbound request may take.
 const OUTBOUND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest outbound response body.
@@ -114,19 +132,20 @@ impl Outbound {
         }
     }
 
+    /// Whether `uri` is on the allowlist: `host:port` entries match that port, bare `host`
+    /// entries only the scheme's default port (80, 443), not every service on the host.
     fn allowed(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
+        let default = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let port = uri.port_u16().unwrap_or(default);
         let with_port = format!("{host}:{port}");
-        self.allow
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(&with_port))
+        self.allow.iter().any(|a| {
+            (port == default && a.eq_ignore_ascii_case(host)) || a.eq_ignore_ascii_case(&with_port)
+        })
     }
 
     /// Performs a GET.
@@ -148,7 +167,13 @@ impl Outbound {
             _ => return Err(HttpError::InvalidUrl),
         };
         let mut req = http::Request::get(uri);
-        for h in headers.iter().take(32) {
+        // The request goes to the allowlisted authority under its own name: a policy may
+        // not name another virtual host there, nor frame the request itself.
+        for h in headers
+            .iter()
+            .take(32)
+            .filter(|h| !is_reserved_outbound_header(&h.name))
+        {
             req = req.header(h.name.as_str(), h.value.as_slice());
         }
         let req = req
@@ -204,4 +229,89 @@ pub struct Capabilities {
     pub analytics: Arc<AnalyticsSink>,
     /// Outbound HTTP.
     pub outbound: Outbound,
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn a_bare_allowlisted_host_means_its_default_port_only() {
+        let o = Outbound::new(vec!["idp.test".into(), "jwks.test:8443".into()], None);
+        let allowed = |url: &str| o.allowed(&url.parse().unwrap());
+        assert!(allowed("https://idp.test/jwks.json"));
+        assert!(allowed("https://IDP.test:443/jwks.json"));
+        assert!(allowed("http://idp.test/x"));
+        assert!(
+            !allowed("http://idp.test:6379/"),
+            "another service on the host"
+        );
+        assert!(allowed("https://jwks.test:8443/k"));
+        assert!(!allowed("https://jwks.test/k"));
+        assert!(!allowed("https://other.test/k"));
+    }
+
+    /// A policy's `Host` (and framing headers) are not sent: the request names the
+    /// allowlisted authority. A URL without a port reaches the scheme's default one.
+    #[tokio::test]
+    async fn outbound_requests_name_the_allowlisted_authority_whatever_host_a_policy_sets() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if s.read(&mut b).await.unwrap() == 0 {
+                    break;
+                }
+                head.push(b[0]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap().to_ascii_lowercase()
+        });
+        let o = Outbound::new(vec![format!("127.0.0.1:{port}")], None);
+        let header = |name: &str, value: &str| types::Header {
+            name: name.into(),
+            value: value.as_bytes().to_vec(),
+        };
+        let headers = vec![
+            header("Host", "internal-admin.test"),
+            header("transfer-encoding", "chunked"),
+            header("x-trace", "1"),
+        ];
+        let r = o
+            .get(&format!("http://127.0.0.1:{port}/jwks"), headers)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let head = server.await.unwrap();
+        assert!(
+            head.contains(&format!("host: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
+        assert!(
+            !head.contains("internal-admin") && !head.contains("chunked"),
+            "{head}"
+        );
+        assert!(head.contains("x-trace: 1\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn an_outbound_url_without_a_port_connects_to_the_schemes_default_port() {
+        use tower_service::Service as _;
+        let mut c = Connector::new(Duration::from_secs(2), None);
+        // Whatever answers (or refuses) on port 80, the address itself is accepted.
+        let r = c.call("http://127.0.0.1/x".parse().unwrap()).await;
+        if let Err(e) = r {
+            assert!(
+                !matches!(e, crate::upstream::ConnectError::Address(_)),
+                "{e}"
+            );
+        }
+    }
 }

@@ -153,8 +153,15 @@ impl tower_service::Service<Uri> for Connector {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
+            // Upstream targets always name their port; an outbound URL may leave the
+            // scheme's default implied.
             let port = uri
                 .port_u16()
+                .or(match uri.scheme_str() {
+                    Some("https") => Some(443),
+                    Some("http") => Some(80),
+                    _ => None,
+                })
                 .ok_or_else(|| ConnectError::Address(uri.to_string()))?;
             let tcp = tokio::time::timeout(this.timeout, TcpStream::connect((host.as_str(), port)))
                 .await
