@@ -383,6 +383,12 @@ impl Control {
         if managed == before && blobs.is_empty() {
             return Ok(Ok((out, revision)));
         }
+        // What is stored must read back: a document nested past the JSON reader's depth
+        // limit (a policy `config` 120 tables deep) would make the store unreadable, and
+        // with it every later change, reload and start.
+        if let Err(e) = crate::state::readable(&managed) {
+            return Err(ApplyError::Invalid(vec![(String::new(), e)]));
+        }
         let loaded = self.loaded();
         let dir = plugin_dir(&loaded.config.state);
         // Files and the store are written off the request workers (fsyncs).

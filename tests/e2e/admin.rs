@@ -924,6 +924,37 @@ async fn backup_copies_the_store_while_the_gateway_runs() {
     assert_eq!(revision, 1);
 }
 
+/// A change whose stored form would nest deeper than the store can read back is refused
+/// with 422 and stores nothing: the configuration stays readable, and changeable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_nested_too_deeply_to_read_back_is_refused_and_nothing_breaks() {
+    let gw = gateway(&crate::policies::plugin("noop", "noop", ""));
+    // As deep as a request body may be, which the stored document exceeds.
+    let mut config = json!(1);
+    for _ in 0..123 {
+        config = json!({ "a": config });
+    }
+    let route = json!({ "path": "/deep", "respond": "echo",
+                        "policies": [{ "plugin": "noop", "config": { "a": config } }] });
+    let r = as_admin(&gw, "PUT", "/v1/routes/deep", Some(route)).await;
+    assert!(
+        problem(&r, 422)["errors"]
+            .to_string()
+            .contains("nested too deeply"),
+        "{}",
+        r.body
+    );
+    let got = as_admin(&gw, "GET", "/v1/config", None).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let ok = json!({ "path": "/shallow", "respond": "echo" });
+    assert_eq!(
+        as_admin(&gw, "PUT", "/v1/routes/shallow", Some(ok))
+            .await
+            .status,
+        201
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn key_auth_accepts_the_api_keys_of_stored_consumers_until_they_are_deleted() {
     let gw = gateway(&crate::policies::plugin(
@@ -1298,4 +1329,95 @@ async fn upstreams_consumers_and_tokens_are_created_read_replaced_and_deleted() 
         204
     );
     problem(&as_admin(&gw, "GET", "/v1/tokens/ops", None).await, 404);
+
+    // The last admin token can be neither demoted nor deleted (a lock-out).
+    let demote = json!({ "role": "read-only" });
+    let r = as_admin(&gw, "PUT", "/v1/tokens/bootstrap", Some(demote)).await;
+    assert!(
+        problem(&r, 409)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("last admin")
+    );
+    let r = as_admin(&gw, "DELETE", "/v1/tokens/bootstrap", None).await;
+    assert!(
+        problem(&r, 409)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("last admin")
+    );
+    assert_eq!(
+        as_admin(&gw, "GET", "/v1/tokens/bootstrap", None)
+            .await
+            .json()["role"],
+        "admin"
+    );
+}
+
+/// Deleting a plugin and rolling it back honour `If-Match`, so that a change made since
+/// the client read the plugin (a new version pushed) is never undone blindly; an `If-Match`
+/// that cannot be read matches nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_delete_and_rollback_with_a_stale_etag_get_412_and_change_nothing() {
+    let gw = gateway("");
+    assert_eq!(push(&gw, "p", "noop", "").await.status, 201);
+    let etag = |r: &Resp| r.header("etag").unwrap().to_string();
+    let v1 = etag(&as_admin(&gw, "GET", "/v1/plugins/p", None).await);
+    assert_eq!(push(&gw, "p", "noop", "").await.status, 201);
+    let token = gw.admin_token();
+    let stale = [("if-match", v1.as_str())];
+    let r = admin(
+        &gw,
+        "POST",
+        "/v1/plugins/p/rollback",
+        Some(&token),
+        None,
+        &stale,
+    )
+    .await;
+    problem(&r, 412);
+    let r = admin(&gw, "DELETE", "/v1/plugins/p", Some(&token), None, &stale).await;
+    problem(&r, 412);
+    // Bytes beyond ASCII (here UTF-8) are legal in a field value but not a readable ETag.
+    let unreadable = [("if-match", "\"\u{e9}\"")];
+    let r = admin(
+        &gw,
+        "DELETE",
+        "/v1/plugins/p",
+        Some(&token),
+        None,
+        &unreadable,
+    )
+    .await;
+    problem(&r, 412);
+    let p = as_admin(&gw, "GET", "/v1/plugins/p", None).await;
+    assert_eq!(p.json()["active"], 2, "{}", p.body);
+    let current = [("if-match", etag(&p))];
+    let current = [(current[0].0, current[0].1.as_str())];
+    let r = admin(
+        &gw,
+        "POST",
+        "/v1/plugins/p/rollback",
+        Some(&token),
+        None,
+        &current,
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.json()["active"]),
+        (200, &json!(1)),
+        "{}",
+        r.body
+    );
+    let now = etag(&as_admin(&gw, "GET", "/v1/plugins/p", None).await);
+    let r = admin(
+        &gw,
+        "DELETE",
+        "/v1/plugins/p",
+        Some(&token),
+        None,
+        &[("if-match", &now)],
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
 }

@@ -18,7 +18,7 @@ use super::problem::Problem;
 use super::resources::{
     ApiResult, Listing, check_if_match, created_or_ok, etag_of, parse, valid_name, with_etag,
 };
-use crate::state::{Consumer, Credential, Role, TokenRecord, sha256_hex, unix_now};
+use crate::state::{Consumer, Credential, Role, TokenChange, TokenRecord, sha256_hex, unix_now};
 
 // ---------------------------------------------------------------- consumers
 
@@ -178,6 +178,7 @@ pub(super) async fn create_credential(
 pub(super) async fn delete_credential(
     State(a): State<Arc<Admin>>,
     Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult {
     a.control
         .change(
@@ -186,6 +187,8 @@ pub(super) async fn delete_credential(
                     .consumers
                     .get_mut(&name)
                     .ok_or_else(|| Problem::not_found(format!("no consumer {name:?}")))?;
+                // The consumer's ETag covers its credentials.
+                check_if_match(&headers, Some(&etag_of(&*c)))?;
                 let before = c.credentials.len();
                 c.credentials.retain(|k| k.id != id);
                 if c.credentials.len() == before {
@@ -263,15 +266,15 @@ pub(super) async fn delete_token(
     Path(name): Path<String>,
 ) -> ApiResult {
     let deleted = name.clone();
-    let found = a
+    match a
         .db()
         .off_workers(move |db| db.delete_token(&deleted))
         .await
-        .map_err(Problem::store)?;
-    if found {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(Problem::not_found(format!("no token {name:?}")))
+        .map_err(Problem::store)?
+    {
+        TokenChange::Done(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        TokenChange::NotFound => Err(Problem::not_found(format!("no token {name:?}"))),
+        TokenChange::LastAdmin => Err(last_admin()),
     }
 }
 
@@ -307,13 +310,24 @@ pub(super) async fn put_token(
 ) -> ApiResult {
     let b: RoleBody = parse(&body)?;
     let changed = name.clone();
-    let t = a
+    match a
         .db()
         .off_workers(move |db| db.set_token_role(&changed, b.role))
         .await
         .map_err(Problem::store)?
-        .ok_or_else(|| Problem::not_found(format!("no token {name:?}")))?;
-    Ok(Json(token_view(&t)).into_response())
+    {
+        TokenChange::Done(t) => Ok(Json(token_view(&t)).into_response()),
+        TokenChange::NotFound => Err(Problem::not_found(format!("no token {name:?}"))),
+        TokenChange::LastAdmin => Err(last_admin()),
+    }
+}
+
+/// 409 for a change that would leave no admin token.
+fn last_admin() -> Problem {
+    Problem::conflict(
+        "it is the last admin token: create another admin token first (nobody could change \
+         the admin API without one)",
+    )
 }
 
 /// A consumer to create.

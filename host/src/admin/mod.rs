@@ -226,9 +226,12 @@ async fn serve(listener: TcpListener, control: Arc<Control>, app: axum::Router) 
             let service = TowerToHyperService::new(app);
             // HTTP/1.1 only: its request-head deadline runs from the connection's start, so
             // a connection that never sends a request gives its slot back after 10 s
-            // (hyper-util's auto builder waits for the first bytes with no deadline).
+            // (hyper-util's auto builder waits for the first bytes with no deadline). One
+            // request per connection: a client (authenticated or not) polling an open
+            // endpoint every few seconds cannot keep one of the few slots for ever.
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
+                .keep_alive(false)
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .timer(hyper_util::rt::TokioTimer::new());
             let result = match tls {

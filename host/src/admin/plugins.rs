@@ -110,14 +110,18 @@ pub(super) async fn put_plugin(
 pub(super) async fn delete_plugin(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult {
     a.control
         .change(
             |m| {
-                m.plugins
-                    .remove(&name)
-                    .map(|_| ())
-                    .ok_or_else(|| Problem::not_found(format!("no uploaded plugin {name:?}")))
+                let p = m
+                    .plugins
+                    .get(&name)
+                    .ok_or_else(|| Problem::not_found(format!("no uploaded plugin {name:?}")))?;
+                check_if_match(&headers, Some(&etag_of(p)))?;
+                m.plugins.remove(&name);
+                Ok::<_, Problem>(())
             },
             vec![],
         )
@@ -326,6 +330,7 @@ pub(super) struct RollbackBody {
 pub(super) async fn rollback(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let b: RollbackBody = if body.is_empty() {
@@ -340,6 +345,8 @@ pub(super) async fn rollback(
                     let p = m.plugins.get_mut(&name).ok_or_else(|| {
                         Problem::not_found(format!("no uploaded plugin {name:?}"))
                     })?;
+                    // With If-Match, a retried or concurrent rollback cannot step back twice.
+                    check_if_match(&headers, Some(&etag_of(&*p)))?;
                     let target = match b.version {
                         Some(v) => v,
                         None => p

@@ -25,10 +25,14 @@ pub(super) fn etag_of(v: &impl Serialize) -> String {
     format!("\"{}\"", &sha256_hex(&bytes)[..20])
 }
 
-/// 412 unless `If-Match` is absent, `*`, or `current`.
+/// 412 unless `If-Match` is absent, `*`, or `current` (an `If-Match` that cannot be read
+/// matches nothing).
 pub(super) fn check_if_match(headers: &HeaderMap, current: Option<&str>) -> Result<(), Problem> {
-    let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+    let Some(wanted) = headers.get(header::IF_MATCH) else {
         return Ok(());
+    };
+    let Ok(wanted) = wanted.to_str() else {
+        return Err(Problem::stale());
     };
     let ok = match current {
         Some(c) => wanted.split(',').any(|w| w.trim() == "*" || w.trim() == c),

@@ -96,6 +96,17 @@ pub struct TokenRecord {
     pub created_at: u64,
 }
 
+/// What a change of a token found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenChange<T> {
+    /// Done; the result.
+    Done(T),
+    /// No token has that name.
+    NotFound,
+    /// It is the last admin token (nobody could change the admin API afterwards).
+    LastAdmin,
+}
+
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -116,6 +127,15 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `Ok` when `doc` reads back once stored (JSON nesting within the reader's limit); the
+/// error says why not.
+pub fn readable(doc: &Managed) -> Result<(), String> {
+    let json = serde_json::to_vec(doc).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<Managed>(&json)
+        .map(drop)
+        .map_err(|e| format!("the configuration is nested too deeply to be stored: {e}"))
 }
 
 const DOC: &str = "managed";
@@ -149,6 +169,7 @@ impl Db {
         expected: u64,
         blobs: &[(String, Vec<u8>)],
     ) -> Result<u64, StoreError> {
+        readable(doc).map_err(StoreError::Io)?;
         let json = serde_json::to_vec(doc).map_err(io)?;
         let tx = self.inner().begin_write().map_err(io)?;
         let next = {
@@ -258,57 +279,70 @@ impl Db {
         Ok(true)
     }
 
-    /// Changes the role of the token named `name`; its record, or `None` when there is none.
+    /// Changes the role of the token named `name`. Refused when it would leave no admin
+    /// token (an admin API nobody can change).
     pub fn set_token_role(
         &self,
         name: &str,
         role: Role,
-    ) -> Result<Option<TokenRecord>, StoreError> {
+    ) -> Result<TokenChange<TokenRecord>, StoreError> {
+        self.change_token(name, |table, key, mut record, admins| {
+            if record.role == Role::Admin && role != Role::Admin && admins == 1 {
+                return Ok(TokenChange::LastAdmin);
+            }
+            record.role = role;
+            let json = serde_json::to_vec(&record).map_err(io)?;
+            table.insert(key, json.as_slice()).map_err(io)?;
+            Ok(TokenChange::Done(record))
+        })
+    }
+
+    /// Removes the token named `name`. Refused when it is the last admin token.
+    pub fn delete_token(&self, name: &str) -> Result<TokenChange<()>, StoreError> {
+        self.change_token(name, |table, key, record, admins| {
+            if record.role == Role::Admin && admins == 1 {
+                return Ok(TokenChange::LastAdmin);
+            }
+            table.remove(key).map_err(io)?;
+            Ok(TokenChange::Done(()))
+        })
+    }
+
+    /// Applies `change` to the token named `name` (its key, its record and the number of
+    /// admin tokens) in one transaction; committed unless it refuses.
+    fn change_token<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(
+            &mut redb::Table<'_, &'static str, &'static [u8]>,
+            &str,
+            TokenRecord,
+            usize,
+        ) -> Result<TokenChange<T>, StoreError>,
+    ) -> Result<TokenChange<T>, StoreError> {
         let tx = self.inner().begin_write().map_err(io)?;
-        let updated = {
+        let outcome = {
             let mut table = tx.open_table(TOKENS).map_err(io)?;
-            let mut found = None;
+            let (mut found, mut admins) = (None, 0);
             for entry in table.iter().map_err(io)? {
                 let (k, v) = entry.map_err(io)?;
-                if let Ok(r) = serde_json::from_slice::<TokenRecord>(v.value())
-                    && r.name == name
-                {
+                let Ok(r) = serde_json::from_slice::<TokenRecord>(v.value()) else {
+                    continue;
+                };
+                admins += usize::from(r.role == Role::Admin);
+                if r.name == name {
                     found = Some((k.value().to_owned(), r));
                 }
             }
             match found {
-                Some((key, mut record)) => {
-                    record.role = role;
-                    let json = serde_json::to_vec(&record).map_err(io)?;
-                    table.insert(key.as_str(), json.as_slice()).map_err(io)?;
-                    Some(record)
-                }
-                None => None,
+                Some((key, record)) => change(&mut table, &key, record, admins)?,
+                None => TokenChange::NotFound,
             }
         };
-        tx.commit().map_err(io)?;
-        Ok(updated)
-    }
-
-    /// Removes the token named `name`; false when there is none.
-    pub fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
-        let tx = self.inner().begin_write().map_err(io)?;
-        let found = {
-            let mut table = tx.open_table(TOKENS).map_err(io)?;
-            let mut key = None;
-            for entry in table.iter().map_err(io)? {
-                let (k, v) = entry.map_err(io)?;
-                if serde_json::from_slice::<TokenRecord>(v.value()).is_ok_and(|r| r.name == name) {
-                    key = Some(k.value().to_owned());
-                }
-            }
-            if let Some(k) = &key {
-                table.remove(k.as_str()).map_err(io)?;
-            }
-            key.is_some()
-        };
-        tx.commit().map_err(io)?;
-        Ok(found)
+        if matches!(outcome, TokenChange::Done(_)) {
+            tx.commit().map_err(io)?;
+        }
+        Ok(outcome)
     }
 
     /// Copies every table into a new database file at `to` (a consistent snapshot: one read
@@ -419,7 +453,35 @@ mod tests {
         assert!(db.put_token("h2", &rec("a", Role::ReadOnly), true).unwrap());
         assert_eq!(db.token("h1").unwrap(), None, "replaced");
         assert_eq!(db.token("h2").unwrap().unwrap().role, Role::ReadOnly);
-        assert!(db.delete_token("a").unwrap());
+        assert_eq!(db.delete_token("a").unwrap(), TokenChange::Done(()));
         assert!(db.tokens().unwrap().is_empty());
+        assert_eq!(db.delete_token("a").unwrap(), TokenChange::NotFound);
+    }
+
+    #[test]
+    fn the_last_admin_token_is_neither_demoted_nor_deleted() {
+        let db = Db::in_memory().unwrap();
+        let rec = |n: &str, role| TokenRecord {
+            name: n.into(),
+            role,
+            created_at: 0,
+        };
+        db.put_token("h1", &rec("root", Role::Admin), false)
+            .unwrap();
+        db.put_token("h2", &rec("viewer", Role::ReadOnly), false)
+            .unwrap();
+        assert_eq!(db.delete_token("root").unwrap(), TokenChange::LastAdmin);
+        assert_eq!(
+            db.set_token_role("root", Role::ReadOnly).unwrap(),
+            TokenChange::LastAdmin
+        );
+        assert_eq!(db.token("h1").unwrap().unwrap().role, Role::Admin);
+        // With a second admin, either may go.
+        assert!(matches!(
+            db.set_token_role("viewer", Role::Admin).unwrap(),
+            TokenChange::Done(_)
+        ));
+        assert_eq!(db.delete_token("root").unwrap(), TokenChange::Done(()));
+        assert_eq!(db.delete_token("viewer").unwrap(), TokenChange::LastAdmin);
     }
 }

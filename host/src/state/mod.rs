@@ -24,8 +24,8 @@ pub use kv::{Kv, KvError, KvLimits};
 pub use limiter::{RateLimiter, Shared};
 pub use local::LocalKv;
 pub use managed::{
-    Consumer, Credential, Managed, ManagedPlugin, PluginVersion, Role, TokenRecord, backup_file,
-    sha256_hex, unix_now,
+    Consumer, Credential, Managed, ManagedPlugin, PluginVersion, Role, TokenChange, TokenRecord,
+    backup_file, readable, sha256_hex, unix_now,
 };
 pub use ratelimit::{Limit, LocalLimiter, Verdict};
 pub use redis::{Redis, RedisError, RedisKv};
