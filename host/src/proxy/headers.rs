@@ -50,8 +50,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether `ip` belongs to a trusted proxy network.
+/// Whether `ip` belongs to a trusted proxy network (an IPv4-mapped IPv6 address is taken
+/// as the IPv4 address it is).
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
     trusted.iter().any(|n| n.contains(&ip))
 }
 
@@ -67,6 +69,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .rev()
         .find(|ip| !is_trusted(*ip, trusted))
         .unwrap_or(peer)
@@ -225,6 +228,20 @@ mod tests {
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "203.0.113.7, 10.1.1.1, 10.0.0.9"
+        );
+    }
+
+    /// On a dual-stack listener an IPv4 proxy arrives as `::ffff:a.b.c.d`; IPv4 trusted
+    /// ranges still cover it, and mapped addresses in X-Forwarded-For count as IPv4 ones.
+    #[test]
+    fn ipv4_mapped_addresses_are_matched_against_ipv4_trusted_ranges() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+        assert!(is_trusted(peer, &trusted));
+        let h = map(&[("x-forwarded-for", "203.0.113.7, ::ffff:10.1.1.1")]);
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
         );
     }
 }

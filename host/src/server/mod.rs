@@ -84,6 +84,10 @@ pub async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let life = life.clone();
+        // An IPv4 client of a dual-stack (`[::]`) listener arrives as `::ffff:a.b.c.d`: it is
+        // known by its IPv4 address, so that IPv4 trusted-proxy ranges, logs, hashing and
+        // policies see the address it has.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         tokio::spawn(serve_connection(index, tcp, peer, shared, life, permit));
     }
 }
