@@ -101,9 +101,13 @@ impl Policy for Cors {
                 .into();
         };
         edits = edits.set_header("access-control-allow-origin", self.allow_origin(&origin));
-        if self.credentials {
-            edits = edits.set_header("access-control-allow-credentials", "true");
-        }
+        // The configuration decides, not the upstream: an upstream's `true` next to the
+        // origin this policy names would let credentialed requests be read cross-origin.
+        edits = if self.credentials {
+            edits.set_header("access-control-allow-credentials", "true")
+        } else {
+            edits.remove_header("access-control-allow-credentials")
+        };
         if let Some(h) = &self.expose_headers {
             edits = edits.set_header("access-control-expose-headers", h.as_str());
         }
@@ -246,6 +250,20 @@ mod tests {
         let sent = upstream.apply(d.edits().unwrap());
         assert_eq!(sent.get_header("access-control-allow-origin"), None);
         assert_eq!(sent.get_header("vary"), Some("Origin"));
+    }
+
+    #[test]
+    fn without_credentials_an_upstreams_allow_credentials_is_removed() {
+        let host = host();
+        let p: Cors = host.init(json!({ "origins": [APP] })).unwrap();
+        let req = TestRequest::get("/").header("origin", APP);
+        let upstream = TestResponse::new(200)
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-credentials", "true");
+        let d = host.on_response(&p, &req, &upstream, &TestContext::new());
+        let sent = upstream.apply(d.edits().unwrap());
+        assert_eq!(sent.get_header("access-control-allow-origin"), Some(APP));
+        assert_eq!(sent.get_header("access-control-allow-credentials"), None);
     }
 
     #[test]
