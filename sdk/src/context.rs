@@ -12,6 +12,12 @@ pub const CREDENTIAL: &str = "credential";
 /// The prefix of the attributes carrying JWT claims: `jwt.claim.<name>`.
 pub const JWT_CLAIM_PREFIX: &str = "jwt.claim.";
 
+/// The longest attribute key or value: the host fails a call that sets a longer one.
+pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
+
+/// The most attributes a request carries: the host fails a call that sets one more.
+pub const MAX_ATTRIBUTES: usize = 64;
+
 /// String attributes shared by the policies of one request, e.g. the consumer set by an
 /// authentication policy and read by rate-limit and analytics policies. Well-known keys:
 /// [`CONSUMER`], [`CREDENTIAL`], `jwt.claim.<name>`.
@@ -33,7 +39,9 @@ impl<'a> Context<'a> {
         ContextSource::get(self.raw, key)
     }
 
-    /// Sets the attribute `key` (overwrites).
+    /// Sets the attribute `key` (overwrites). A key or value over [`MAX_ATTRIBUTE_BYTES`],
+    /// or a new key beyond [`MAX_ATTRIBUTES`], fails the policy's call (the test harness
+    /// panics likewise): check sizes of values that come from requests first.
     pub fn set(&self, key: &str, value: &str) {
         ContextSource::set(self.raw, key, value);
     }

@@ -320,9 +320,10 @@ impl types::HostResponseHead for HostState {
     }
 }
 
-/// Largest attribute key or value a policy may set.
+/// Largest attribute key or value a policy may set (the contract's documented limit; the
+/// SDK's `context::MAX_ATTRIBUTE_BYTES`).
 const MAX_ATTR_BYTES: usize = 4096;
-/// Most attributes per request.
+/// Most attributes per request (the SDK's `context::MAX_ATTRIBUTES`).
 const MAX_ATTRS: usize = 64;
 
 impl types::HostContext for HostState {

@@ -39,6 +39,8 @@ pub enum AuthError {
     MissingClaim(String),
     /// A registered claim has the wrong JSON type (e.g. a string `exp`).
     InvalidClaim(&'static str),
+    /// A claim mapped to an attribute is longer than an attribute may be.
+    ClaimTooLarge(String),
 }
 
 impl AuthError {
@@ -82,6 +84,11 @@ impl fmt::Display for AuthError {
             AuthError::WrongAudience => f.write_str("audience not accepted"),
             AuthError::MissingClaim(name) => write!(f, "required claim `{name}` is absent"),
             AuthError::InvalidClaim(name) => write!(f, "claim `{name}` has the wrong type"),
+            AuthError::ClaimTooLarge(name) => write!(
+                f,
+                "claim `{name}` is over {} bytes, the most an attribute holds",
+                sluice_sdk::context::MAX_ATTRIBUTE_BYTES
+            ),
         }
     }
 }

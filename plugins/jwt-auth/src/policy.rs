@@ -75,12 +75,23 @@ impl JwtAuth {
         ctx: &Context<'_>,
         verified: &Verified,
     ) -> RequestDecision {
+        // Every mapped claim is checked before any is set: a claim too long for an
+        // attribute refuses the token (the host would fail the call, a 500).
+        let mut mapped = Vec::with_capacity(self.attributes.len());
         for (claim, attribute) in &self.attributes {
             if let Some(value) = verified.claims.get(claim) {
                 let text = attribute_text(value);
-                ctx.set(attribute, &text);
-                ctx.set(&format!("{CLAIM_ATTRIBUTE_PREFIX}{claim}"), &text);
+                if text.len() > sluice_sdk::context::MAX_ATTRIBUTE_BYTES {
+                    let err = AuthError::ClaimTooLarge(claim.clone());
+                    log::debug!("jwt-auth: refused: {err}");
+                    return self.refuse(&err);
+                }
+                mapped.push((claim, attribute, text));
             }
+        }
+        for (claim, attribute, text) in mapped {
+            ctx.set(attribute, &text);
+            ctx.set(&format!("{CLAIM_ATTRIBUTE_PREFIX}{claim}"), &text);
         }
         let credential = match &verified.key_id {
             Some(kid) => format!("jwt:{kid}"),

@@ -36,7 +36,11 @@ pub struct Verified {
 enum SignatureCheck {
     Verified(Option<String>),
     NoCandidate,
-    BadSignature,
+    /// Candidates were tried and none verified; `kid_known` when one of them has exactly
+    /// the token's `kid` (the others are keys without a `kid`, candidates for any token).
+    BadSignature {
+        kid_known: bool,
+    },
 }
 
 impl Verifier {
@@ -82,9 +86,14 @@ impl Verifier {
             cache.refresh_if_stale(env);
         }
         let mut check = self.check_signature(&parsed);
-        if matches!(check, SignatureCheck::NoCandidate)
-            && let Some(cache) = &mut self.jwks
-        {
+        // A token naming a key the set does not have: no candidate at all, or only keys
+        // without a `kid` (which would otherwise hide a rotation until the TTL runs out).
+        let unknown_kid = match check {
+            SignatureCheck::NoCandidate => true,
+            SignatureCheck::BadSignature { kid_known } => !kid_known && parsed.kid.is_some(),
+            SignatureCheck::Verified(_) => false,
+        };
+        if unknown_kid && let Some(cache) = &mut self.jwks {
             // Perhaps the keys rotated: refetch, at most once per jwks_min_refetch.
             match cache.update_for_unknown_key(env) {
                 Outcome::Updated => check = self.check_signature(&parsed),
@@ -98,7 +107,7 @@ impl Verifier {
         let key_id = match check {
             SignatureCheck::Verified(key_id) => key_id,
             SignatureCheck::NoCandidate => return Err(AuthError::NoMatchingKey),
-            SignatureCheck::BadSignature => return Err(AuthError::BadSignature),
+            SignatureCheck::BadSignature { .. } => return Err(AuthError::BadSignature),
         };
 
         let payload = b64_decode(parsed.payload_b64, "payload is not base64url")?;
@@ -118,9 +127,10 @@ impl Verifier {
     }
 
     fn check_signature(&self, parsed: &ParsedToken<'_>) -> SignatureCheck {
-        let mut any = false;
+        let (mut any, mut kid_known) = (false, false);
         for key in self.candidates(parsed) {
             any = true;
+            kid_known |= key.kid.is_some();
             if key.material.verify(
                 parsed.alg,
                 parsed.signing_input.as_bytes(),
@@ -130,7 +140,7 @@ impl Verifier {
             }
         }
         if any {
-            SignatureCheck::BadSignature
+            SignatureCheck::BadSignature { kid_known }
         } else {
             SignatureCheck::NoCandidate
         }

@@ -320,9 +320,18 @@ impl ContextSource for TestContext {
         TestContext::get(self, key)
     }
     fn set(&self, key: &str, value: &str) {
-        self.attributes
-            .borrow_mut()
-            .insert(key.to_owned(), value.to_owned());
+        use crate::context::{MAX_ATTRIBUTE_BYTES, MAX_ATTRIBUTES};
+        // As the host does: it fails the call.
+        assert!(
+            key.len() <= MAX_ATTRIBUTE_BYTES && value.len() <= MAX_ATTRIBUTE_BYTES,
+            "context attribute over {MAX_ATTRIBUTE_BYTES} bytes: the host fails this call"
+        );
+        let mut attributes = self.attributes.borrow_mut();
+        assert!(
+            attributes.len() < MAX_ATTRIBUTES || attributes.contains_key(key),
+            "more than {MAX_ATTRIBUTES} context attributes: the host fails this call"
+        );
+        attributes.insert(key.to_owned(), value.to_owned());
     }
 }
 

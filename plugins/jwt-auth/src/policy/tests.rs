@@ -150,6 +150,22 @@ fn non_string_claims_become_json_text() {
 }
 
 #[test]
+fn a_mapped_claim_too_long_for_an_attribute_refuses_the_token_and_sets_nothing() {
+    let host = TestHost::new();
+    let mut config = inline_config();
+    config["claims_to_attributes"] = json!({"sub": "consumer", "groups": "groups"});
+    let policy = init(&host, config);
+    let mut c = claims();
+    c["groups"] = json!("g".repeat(sluice_sdk::context::MAX_ATTRIBUTE_BYTES + 1));
+    let token = sign(&header(Algorithm::ES256), &c, &TestSigner::P256);
+    let ctx = TestContext::new();
+    let decision = host.on_request(&policy, &bearer(&token), &ctx);
+    assert_invalid_token(&decision, "a 4097-byte claim");
+    assert_eq!(ctx.get("consumer"), None);
+    assert_eq!(ctx.get("groups"), None);
+}
+
+#[test]
 fn token_is_forwarded_by_default_and_stripped_on_request() {
     let host = TestHost::new();
     let token = control(Algorithm::EdDSA);
@@ -577,6 +593,34 @@ fn battery_row6_rotation_new_key_accepted_after_one_refetch() {
     // The retired key no longer verifies.
     let d = host.on_request(&policy, &bearer(&t1), &TestContext::new());
     assert_invalid_token(&d, "retired k1");
+}
+
+/// A configured key without a `kid` is a candidate for every token; a token naming a
+/// `kid` that no key has still triggers the refetch that finds a rotated key.
+#[test]
+fn rotation_is_found_even_next_to_a_configured_key_without_kid() {
+    let host = TestHost::new();
+    host.http_route(JWKS_URL, jwks_body(&[testkeys::ed25519_jwk("k1")]));
+    let mut config = jwks_config();
+    config["keys"] = json!([{ "pem": testkeys::rsa_a_public_pem() }]);
+    let policy = init(&host, config);
+    assert!(
+        host.on_request(&policy, &bearer(&eddsa("k1")), &TestContext::new())
+            .is_continue()
+    );
+    assert_eq!(host.http_requests().len(), 1);
+    host.advance_millis(60_000);
+    host.http_route(JWKS_URL, jwks_body(&[testkeys::rsa_b_jwk("k2")]));
+    let t2 = sign(
+        &json!({"alg": "RS256", "kid": "k2"}),
+        &claims_far(),
+        &TestSigner::RsaB,
+    );
+    let ctx = TestContext::new();
+    let d = host.on_request(&policy, &bearer(&t2), &ctx);
+    assert!(d.is_continue(), "{d:?}");
+    assert_eq!(ctx.get("credential").as_deref(), Some("jwt:k2"));
+    assert_eq!(host.http_requests().len(), 2, "one refetch");
 }
 
 #[test]
