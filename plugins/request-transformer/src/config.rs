@@ -84,6 +84,7 @@ impl Config {
             .into_iter()
             .map(|(k, v)| (k, v.to_ascii_lowercase()))
             .collect();
+        check_renames("headers", &h.rename)?;
         h.set = lower_keys(&h.set);
         h.add = lower_keys(&h.add);
         let q = &self.query;
@@ -97,8 +98,29 @@ impl Config {
         if names.clone().any(String::is_empty) {
             return Err("`query`: empty parameter name".into());
         }
+        check_renames("query", &q.rename)?;
         Ok(self)
     }
+}
+
+/// Renames are applied side by side, not one after another: a name that is both renamed
+/// and a rename's target (`a → b`, `b → c`), or two names renamed to one, would have no
+/// clear meaning, and is refused.
+fn check_renames(what: &str, rename: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut targets = std::collections::BTreeSet::new();
+    for (from, to) in rename {
+        if from != to && rename.contains_key(to) {
+            return Err(format!(
+                "`{what}.rename`: {to:?} is both renamed and a rename target (renames are not chained)"
+            ));
+        }
+        if !targets.insert(to) {
+            return Err(format!(
+                "`{what}.rename`: more than one name is renamed to {to:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn lower_keys(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -150,6 +172,17 @@ mod tests {
     fn parse(v: serde_json::Value) -> Result<Config, String> {
         let c: Config = serde_json::from_value(v).map_err(|e| e.to_string())?;
         c.validate()
+    }
+
+    #[test]
+    fn chained_or_converging_renames_are_refused() {
+        let chained = parse(json!({ "headers": { "rename": { "a": "b", "b": "c" } } }));
+        assert!(chained.unwrap_err().contains("not chained"));
+        let converging = parse(json!({ "query": { "rename": { "a": "c", "b": "c" } } }));
+        assert!(converging.unwrap_err().contains("more than one name"));
+        // A swap is a chain too; renaming a name to itself changes nothing and is kept.
+        assert!(parse(json!({ "headers": { "rename": { "a": "b", "b": "a" } } })).is_err());
+        assert!(parse(json!({ "headers": { "rename": { "a": "a", "b": "c" } } })).is_ok());
     }
 
     #[test]
