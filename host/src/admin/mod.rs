@@ -34,6 +34,10 @@ use crate::state::Db;
 /// What the handlers share.
 pub struct Admin {
     control: Arc<Control>,
+    /// One upload compiles at a time: compiling takes a core, and a compile that outlives
+    /// `compile_timeout` keeps it until done, so uploads must not pile up on the CPU the
+    /// data plane serves from.
+    compiling: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admin {
@@ -196,6 +200,7 @@ pub async fn start(control: Arc<Control>) -> Result<(), String> {
     control.set_admin_tls(tls);
     let app = api(Arc::new(Admin {
         control: control.clone(),
+        compiling: Arc::new(tokio::sync::Semaphore::new(1)),
     }));
     tokio::spawn(serve(listener, control, app));
     Ok(())

@@ -226,8 +226,20 @@ pub(super) async fn upload(
         .runtime()
         .map_err(|e| Problem::store(e.to_string()))?;
     let compile = {
-        let (runtime, bytes) = (runtime.clone(), bytes.clone());
-        tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+        let (runtime, bytes, compiling) = (runtime.clone(), bytes.clone(), a.compiling.clone());
+        async move {
+            // The permit goes with the compile: one that outlives the timeout still holds it.
+            let permit = compiling
+                .acquire_owned()
+                .await
+                .map_err(|e| Problem::store(e.to_string()))?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                runtime.compile(&bytes)
+            })
+            .await
+            .map_err(|e| Problem::store(format!("compile task: {e}")))
+        }
     };
     let component = match tokio::time::timeout(settings.compile_timeout.get(), compile).await {
         Err(_) => {
@@ -236,7 +248,7 @@ pub(super) async fn upload(
                 settings.compile_timeout.get()
             )));
         }
-        Ok(Err(e)) => return Err(Problem::store(format!("compile task: {e}"))),
+        Ok(Err(problem)) => return Err(problem),
         Ok(Ok(Err(e))) => return Err(unprocessable(format!("not a usable component: {e}"))),
         Ok(Ok(Ok((component, _)))) => component,
     };

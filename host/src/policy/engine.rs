@@ -219,6 +219,16 @@ impl PolicyRuntime {
         &self.engine
     }
 
+    /// Forgets the compiled components whose digest `keep` refuses (those of no live
+    /// plugin version: rejected uploads, replaced versions), so that memory holds only what
+    /// serves; their on-disk artifacts stay for a later use.
+    pub fn retain_compiled(&self, keep: impl Fn(&str) -> bool) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|digest, _| keep(digest));
+    }
+
     /// The registry of every policy's idle instances.
     pub fn idle(&self) -> Arc<IdleInstances> {
         self.idle.clone()
@@ -331,6 +341,17 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn compiled_components_of_no_live_plugin_are_forgotten() {
+        let rt = PolicyRuntime::new(None, 1).unwrap();
+        let (_, digest) = rt.compile(EMPTY_COMPONENT).unwrap();
+        let cached = |rt: &PolicyRuntime| rt.compiled.lock().unwrap().len();
+        rt.retain_compiled(|d| d == digest);
+        assert_eq!(cached(&rt), 1);
+        rt.retain_compiled(|d| d != digest);
+        assert_eq!(cached(&rt), 0);
     }
 
     #[cfg(unix)]

@@ -43,6 +43,11 @@ impl PolicyEnv {
         }))
     }
 
+    /// The engine, if it has been created.
+    pub fn runtime_if_started(&self) -> Option<&Arc<PolicyRuntime>> {
+        self.runtime.get()
+    }
+
     /// The engine, created on first use.
     pub fn runtime(&self) -> Result<Arc<PolicyRuntime>, PolicyError> {
         if let Some(r) = self.runtime.get() {

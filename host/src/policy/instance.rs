@@ -71,6 +71,16 @@ struct Warm {
     deadline: Option<tokio::time::Instant>,
 }
 
+/// Data the host may copy out of a guest in one go (a host call's arguments, or a call's
+/// result): its largest kv value and key, plus 4 MiB for a decision (a local answer's body
+/// is at most 1 MiB, its header edits at most another) and the rest. wasmtime's default is
+/// 128 MiB: a small guest could make the host allocate that much (the same buffer named
+/// many times over) before the host's own limits refuse it.
+fn hostcall_fuel(caps: &Capabilities) -> usize {
+    let kv = caps.kv.limits();
+    kv.max_value_bytes + kv.max_key_bytes + (4 << 20)
+}
+
 /// Why an instantiation failed: the shared pool had no slot, or anything else.
 enum Attempt {
     PoolFull(wasmtime::Error),
@@ -257,6 +267,7 @@ impl PolicyInstance {
         }
         let mut store = Store::new(self.pre.component().engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.set_hostcall_fuel(hostcall_fuel(&self.caps));
         if self.sync {
             // A fiber-less call cannot wait: its deadline is never extended.
             store.epoch_deadline_trap();

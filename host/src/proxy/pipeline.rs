@@ -354,6 +354,14 @@ mod tests {
                 set_headers: vec![header("x-ok", b"1"), header("x-bad", b"a\nb")],
                 ..edits()
             },
+            RequestEdits {
+                set_headers: vec![header("x-huge", &[b'a'; MAX_EDIT_HEADER_BYTES + 1])],
+                ..edits()
+            },
+            RequestEdits {
+                append_headers: vec![header("x-many", b"1"); MAX_EDIT_HEADERS],
+                ..edits()
+            },
         ];
         for e in refused {
             let mut v = view();

@@ -8,6 +8,11 @@ use crate::config::{Config, Issue, KeyPath, MAX_INSTANCES_LIMIT};
 
 /// The most runtime worker threads.
 pub const MAX_WORKERS: u64 = 1024;
+/// The longest kv key a configuration may allow.
+pub const MAX_KV_KEY_BYTES: usize = 64 * 1024;
+/// The largest kv value a configuration may allow (the policy runtime sizes the data a
+/// host call may copy out of a guest from it).
+pub const MAX_KV_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// The most connections, and circuit-breaker slots and waiters (checked where upstream
 /// groups are built).
 pub const MAX_CONNECTIONS: u64 = 1_000_000;
@@ -49,6 +54,24 @@ pub fn check(config: &Config) -> Vec<Issue> {
             u64::from(config.policy.max_instances),
             1,
             u64::from(MAX_INSTANCES_LIMIT),
+        ),
+        (
+            at("policy", "kv_max_key_bytes"),
+            config.policy.kv_max_key_bytes as u64,
+            1,
+            MAX_KV_KEY_BYTES as u64,
+        ),
+        (
+            at("policy", "kv_max_value_bytes"),
+            config.policy.kv_max_value_bytes as u64,
+            1,
+            MAX_KV_VALUE_BYTES as u64,
+        ),
+        (
+            at("policy", "kv_max_keys"),
+            config.policy.kv_max_keys as u64,
+            1,
+            10_000_000,
         ),
     ];
     rules
@@ -122,6 +145,10 @@ mod tests {
             (
                 "[policy]\nmax_instances = 100001",
                 "policy.max_instances: must be 1 to 100000",
+            ),
+            (
+                "[policy]\nkv_max_value_bytes = 1000000000",
+                "policy.kv_max_value_bytes: must be 1 to 16777216",
             ),
         ] {
             assert_eq!(issues(toml), [want], "{toml}");

@@ -261,9 +261,13 @@ impl Snapshot {
                 old.retire();
             }
         }
-        // And the rate-limit state of policies it dropped is freed.
+        // And the rate-limit state of policies it dropped is freed, as are the compiled
+        // components no plugin of it uses.
         self.policy_env
             .retain_limiters(self.policies.iter().map(|p| p.label.as_str()));
+        if let Some(runtime) = self.policy_env.runtime_if_started() {
+            runtime.retain_compiled(|d| self.plugin_digests.values().any(|live| live == d));
+        }
     }
 }
 

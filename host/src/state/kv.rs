@@ -121,6 +121,11 @@ impl Kv {
         (self.on_error == OnBackendError::Local).then(|| v.clone())
     }
 
+    /// The caps its values and keys are held to.
+    pub fn limits(&self) -> KvLimits {
+        self.local.limits()
+    }
+
     /// Whether reads wait on I/O (the namespace lives in Redis); when not,
     /// [`Kv::get_now`] always answers.
     pub fn reads_wait_on_io(&self) -> bool {
