@@ -319,7 +319,7 @@ pub struct Control {
     /// The admin API's TLS acceptor, rebuilt from `[admin] tls`'s files on every reload, so
     /// that certificates renewed in place are served, as the listeners' are.
     admin_tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
-    lock: tokio::sync::Mutex<()>,
+    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Control {
@@ -331,7 +331,7 @@ impl Control {
             admin: loaded.config.admin.clone(),
             admin_tls: arc_swap::ArcSwapOption::empty(),
             file: std::sync::Mutex::new(Arc::new(loaded)),
-            lock: tokio::sync::Mutex::new(()),
+            lock: Arc::default(),
         })
     }
 
@@ -372,7 +372,7 @@ impl Control {
         edit: impl FnOnce(&mut Managed, u64) -> Result<T, E>,
         blobs: Vec<(String, Vec<u8>)>,
     ) -> Result<Result<(T, u64), E>, ApplyError> {
-        let _serial = self.lock.lock().await;
+        let serial = self.lock.clone().lock_owned().await;
         let db = self.db();
         let (before, revision) = db.managed().map_err(|e| ApplyError::Store(e.to_string()))?;
         let mut managed = before.clone();
@@ -406,14 +406,24 @@ impl Control {
         let next = build_composed(&loaded, &managed, env)
             .await
             .map_err(ApplyError::invalid)?;
-        let stored = managed.clone();
-        let revision = db
-            .off_workers(move |db| db.put_managed(&stored, revision, &blobs))
+        // Stored, then swapped in, on a task of its own that holds the serialisation lock:
+        // a caller that goes away (the client disconnects) cannot leave a stored change
+        // unapplied, nor let another change in between.
+        let shared = self.shared.clone();
+        let commit = tokio::spawn(async move {
+            let _serial = serial;
+            let revision = db
+                .off_workers(move |db| db.put_managed(&managed, revision, &blobs))
+                .await
+                .map_err(|e| ApplyError::Store(e.to_string()))?;
+            next.activate(Some(&shared.snapshot.load()));
+            shared.snapshot.store(Arc::new(next));
+            tracing::info!(revision, "configuration changed through the admin API");
+            Ok::<_, ApplyError>(revision)
+        });
+        let revision = commit
             .await
-            .map_err(|e| ApplyError::Store(e.to_string()))?;
-        next.activate(Some(&self.live()));
-        self.shared.snapshot.store(Arc::new(next));
-        tracing::info!(revision, "configuration changed through the admin API");
+            .map_err(|e| ApplyError::Store(e.to_string()))??;
         Ok(Ok((out, revision)))
     }
 
