@@ -1,36 +1,48 @@
 //! The gateway's own files: the store, compiled artifacts (loaded as native code) and the
-//! admin token. Their directories are owner-only and refused when they belong to another
-//! user; files are written whole to a fresh owner-only temporary file and renamed into
-//! place, so a reader never sees half a file and a link planted at the path is replaced,
-//! not followed.
+//! admin token. Directories it creates are owner-only, and whether others could write to
+//! one can be checked (the artifact cache is not used then); files are written whole to a
+//! fresh owner-only temporary file and renamed into place, so a reader never sees half a
+//! file and a link planted at the path is replaced, not followed.
 
 use std::io;
 use std::path::Path;
 
-/// Creates `dir` (and its parents) owner-only when missing. An existing one (a symbolic
-/// link to one is followed) must be a directory owned by this process's user that no one
-/// else can write to: another user able to write there could plant files the gateway
-/// trusts. Existing permissions are not changed.
+/// Creates `dir` (and its parents) owner-only when missing. An existing directory keeps
+/// its owner and permissions (volumes shared with a group are common); see
+/// [`check_private_dir`] for whether others could write there.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
     }
-    let meta = std::fs::metadata(dir)?;
-    let refuse = |why: &str| Err(io::Error::other(format!("{}: {why}", dir.display())));
-    if !meta.is_dir() {
-        return refuse("is not a directory");
-    }
-    if meta.uid() != effective_uid() {
-        return refuse("belongs to another user, who could plant files the gateway trusts");
-    }
-    if meta.mode() & 0o022 != 0 {
-        return refuse("is writable by other users (chmod go-w)");
+    if !std::fs::metadata(dir)?.is_dir() {
+        return Err(io::Error::other(format!(
+            "{}: not a directory",
+            dir.display()
+        )));
     }
     Ok(())
+}
+
+/// Why files in `dir` (a symbolic link to it is followed) could have been written by
+/// someone other than this process's user: it belongs to another user, or others may write
+/// to it. `None` when only this user can.
+pub fn check_private_dir(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: {e}", dir.display())),
+    };
+    if meta.uid() != effective_uid() {
+        Some(format!("{} belongs to another user", dir.display()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!("{} is writable by other users", dir.display()))
+    } else {
+        None
+    }
 }
 
 /// Writes `bytes` to `path` whole: to a new owner-only file beside it, then renamed over it.
@@ -84,21 +96,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_directory_is_owner_only_and_one_others_can_write_to_is_refused() {
+    fn a_new_directory_is_owner_only_and_one_others_can_write_to_is_reported() {
         let root = tempfile::tempdir().unwrap();
         let new = root.path().join("a/b");
         create_private_dir(&new).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&new), 0o700);
+        assert_eq!(check_private_dir(&new), None);
         let shared = root.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
-        let e = create_private_dir(&shared).unwrap_err();
-        assert!(e.to_string().contains("writable by other users"), "{e}");
-        // Readable by others is the operator's choice: accepted and left as it is.
-        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Existing directories are used as they are, and reported.
         create_private_dir(&shared).unwrap();
-        assert_eq!(mode(&shared), 0o755);
+        assert_eq!(mode(&shared), 0o775);
+        let why = check_private_dir(&shared).unwrap();
+        assert!(why.contains("writable by other users"), "{why}");
+        // Readable by others is the operator's choice.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check_private_dir(&shared), None);
     }
 
     #[test]

@@ -117,6 +117,9 @@ fn write_private(path: &std::path::Path, secret: &str) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("admin.token_file {}: {e}", path.display());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private::create_private_dir(dir).map_err(fail)?;
+        if let Some(why) = crate::private::check_private_dir(dir) {
+            tracing::warn!(%why, "the admin token file's directory is not private");
+        }
     }
     crate::private::write_private_file(path, format!("{secret}\n").as_bytes()).map_err(fail)
 }

@@ -205,6 +205,15 @@ impl PolicyRuntime {
             crate::private::create_private_dir(dir)
                 .map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;
         }
+        // Artifacts are loaded as native code: from a directory someone else could write to,
+        // none is (components are compiled at every start instead).
+        let cache_dir = cache_dir.filter(|dir| match crate::private::check_private_dir(dir) {
+            None => true,
+            Some(why) => {
+                tracing::warn!(%why, "compiled-artifact cache not used");
+                false
+            }
+        });
         Ok(Arc::new(Self {
             engine,
             ticker,
@@ -352,6 +361,18 @@ mod tests {
         assert_eq!(cached(&rt), 1);
         rt.retain_compiled(|d| d != digest);
         assert_eq!(cached(&rt), 0);
+    }
+
+    #[test]
+    fn a_cache_directory_others_can_write_to_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shared-cache");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let rt = PolicyRuntime::new(Some(dir.clone()), 1).unwrap();
+        rt.compile(EMPTY_COMPONENT).unwrap();
+        assert!(artifacts(&dir).is_empty(), "an artifact was written");
     }
 
     #[cfg(unix)]
