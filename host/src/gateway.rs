@@ -163,9 +163,26 @@ pub async fn build(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, Con
             e.to_string(),
         )])
     })?;
-    crate::control::build_composed(loaded, &managed, env)
-        .await
-        .map_err(|issues| loaded.error(issues))
+    // `[admin]` is read at start only: checked here (by `validate` and at start), not by
+    // the builds of reloads and API changes, which only warn that it changed.
+    let admin: Vec<config::Issue> = match crate::admin::check_settings(&loaded.config.admin) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems
+            .into_iter()
+            .map(|(field, message)| {
+                let at = config::KeyPath::default().key("admin");
+                config::Issue::new(crate::snapshot::field_path(&at, &field), message)
+            })
+            .collect(),
+    };
+    match crate::control::build_composed(loaded, &managed, env).await {
+        Ok(snapshot) if admin.is_empty() => Ok(snapshot),
+        Ok(_) => Err(loaded.error(admin)),
+        Err(mut issues) => {
+            issues.extend(admin);
+            Err(loaded.error(issues))
+        }
+    }
 }
 
 /// Removes expired kv entries from the embedded store, and restored keys from the local

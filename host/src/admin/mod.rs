@@ -147,7 +147,8 @@ fn api(admin: Arc<Admin>) -> axum::Router {
 
 /// Checks `[admin]`: the bind/TLS policy (plaintext only on loopback unless allowed) and
 /// the TLS files. Returns the TLS acceptor, if any; errors are `(key under admin, message)`.
-/// Run by every configuration build, so `sluice validate` reports them at their line.
+/// Run by `sluice validate` and at start (so both report them at their line), and on each
+/// reload to re-read renewed certificates.
 pub fn check_settings(
     settings: &config::AdminSettings,
 ) -> Result<Option<tokio_rustls::TlsAcceptor>, Vec<(String, String)>> {

@@ -115,12 +115,6 @@ impl Snapshot {
             }
         }
         issues.extend(bounds::check(config));
-        if let Err(es) = crate::admin::check_settings(&config.admin) {
-            issues.extend(
-                es.into_iter()
-                    .map(|(f, m)| Issue::new(field_path(&root.key("admin"), &f), m)),
-            );
-        }
         let limits = &config.limits;
 
         let mut upstreams = BTreeMap::new();
@@ -271,14 +265,25 @@ impl Snapshot {
     }
 }
 
+/// A CIDR or an address. IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are taken as
+/// the IPv4 networks they are, since peers arrive as IPv4 addresses (a dual-stack listener's
+/// `::ffff:a.b.c.d` included).
 fn parse_cidr(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
+    let net = s
+        .parse::<IpNet>()
         .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))?;
+    Some(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok()?),
+            None => net,
+        },
+        net => net,
+    })
 }
 
 /// Extends `at` by a dotted field path such as `targets[0].address`.
-fn field_path(at: &KeyPath, field: &str) -> KeyPath {
+pub(crate) fn field_path(at: &KeyPath, field: &str) -> KeyPath {
     let mut p = at.clone();
     for part in field.split('.') {
         let (key, rest) = part.split_once('[').unwrap_or((part, ""));
@@ -600,6 +605,13 @@ mod tests {
             )),
             vec!["upstreams.u.circuit_breaker.max_concurrent: must be 1 to 1000000"]
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_trusted_networks_are_taken_as_ipv4() {
+        assert_eq!(parse_cidr("::ffff:10.0.0.0/104"), "10.0.0.0/8".parse().ok());
+        assert_eq!(parse_cidr("::ffff:10.0.0.5"), "10.0.0.5/32".parse().ok());
+        assert_eq!(parse_cidr("2001:db8::/32"), "2001:db8::/32".parse().ok());
     }
 
     #[test]
