@@ -1364,45 +1364,26 @@ async fn plugin_delete_and_rollback_with_a_stale_etag_get_412_and_change_nothing
     let etag = |r: &Resp| r.header("etag").unwrap().to_string();
     let v1 = etag(&as_admin(&gw, "GET", "/v1/plugins/p", None).await);
     assert_eq!(push(&gw, "p", "noop", "").await.status, 201);
-    let token = gw.admin_token();
-    let stale = [("if-match", v1.as_str())];
-    let r = admin(
-        &gw,
-        "POST",
-        "/v1/plugins/p/rollback",
-        Some(&token),
-        None,
-        &stale,
-    )
-    .await;
-    problem(&r, 412);
-    let r = admin(&gw, "DELETE", "/v1/plugins/p", Some(&token), None, &stale).await;
-    problem(&r, 412);
+    let call = |method: &'static str, path: &'static str, etag: String| {
+        let gw = &gw;
+        async move {
+            let token = gw.admin_token();
+            admin(gw, method, path, Some(&token), None, &[("if-match", &etag)]).await
+        }
+    };
+    problem(
+        &call("POST", "/v1/plugins/p/rollback", v1.clone()).await,
+        412,
+    );
+    problem(&call("DELETE", "/v1/plugins/p", v1).await, 412);
     // Bytes beyond ASCII (here UTF-8) are legal in a field value but not a readable ETag.
-    let unreadable = [("if-match", "\"\u{e9}\"")];
-    let r = admin(
-        &gw,
-        "DELETE",
-        "/v1/plugins/p",
-        Some(&token),
-        None,
-        &unreadable,
-    )
-    .await;
-    problem(&r, 412);
+    problem(
+        &call("DELETE", "/v1/plugins/p", "\"\u{e9}\"".into()).await,
+        412,
+    );
     let p = as_admin(&gw, "GET", "/v1/plugins/p", None).await;
     assert_eq!(p.json()["active"], 2, "{}", p.body);
-    let current = [("if-match", etag(&p))];
-    let current = [(current[0].0, current[0].1.as_str())];
-    let r = admin(
-        &gw,
-        "POST",
-        "/v1/plugins/p/rollback",
-        Some(&token),
-        None,
-        &current,
-    )
-    .await;
+    let r = call("POST", "/v1/plugins/p/rollback", etag(&p)).await;
     assert_eq!(
         (r.status, &r.json()["active"]),
         (200, &json!(1)),
@@ -1410,14 +1391,6 @@ async fn plugin_delete_and_rollback_with_a_stale_etag_get_412_and_change_nothing
         r.body
     );
     let now = etag(&as_admin(&gw, "GET", "/v1/plugins/p", None).await);
-    let r = admin(
-        &gw,
-        "DELETE",
-        "/v1/plugins/p",
-        Some(&token),
-        None,
-        &[("if-match", &now)],
-    )
-    .await;
+    let r = call("DELETE", "/v1/plugins/p", now).await;
     assert_eq!(r.status, 204, "{}", r.body);
 }

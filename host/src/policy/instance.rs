@@ -72,13 +72,14 @@ struct Warm {
 }
 
 /// Data the host may copy out of a guest in one go (a host call's arguments, or a call's
-/// result): its largest kv value and key, plus 4 MiB for a decision (a local answer's body
-/// is at most 1 MiB, its header edits at most another) and the rest. wasmtime's default is
-/// 128 MiB: a small guest could make the host allocate that much (the same buffer named
-/// many times over) before the host's own limits refuse it.
+/// result): two of its largest kv values (`compare-and-set` passes the expected and the new
+/// one) and a key, plus 4 MiB for a decision (a local answer's body is at most 1 MiB, its
+/// header edits at most another) and the rest. wasmtime's default is 128 MiB: a small
+/// guest could make the host allocate that much (the same buffer named many times over)
+/// before the host's own limits refuse it.
 fn hostcall_fuel(caps: &Capabilities) -> usize {
     let kv = caps.kv.limits();
-    kv.max_value_bytes + kv.max_key_bytes + (4 << 20)
+    2 * kv.max_value_bytes + kv.max_key_bytes + (4 << 20)
 }
 
 /// Why an instantiation failed: the shared pool had no slot, or anything else.

@@ -56,6 +56,11 @@ impl Expiries {
         }
     }
 
+    /// Forgets everything known (after a failed transaction).
+    pub(super) fn forget(&mut self) {
+        self.0.clear();
+    }
+
     fn scanned(&mut self, ns: &str, earliest: u64, now: u64) {
         self.0.insert(
             ns.to_owned(),

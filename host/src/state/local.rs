@@ -276,6 +276,11 @@ impl Writer {
             }
             tx.commit().map_err(io)
         })();
+        // The batch's purges were rolled back with it: what was learnt of expiries then is
+        // forgotten (the next write at a quota rescans).
+        if outcome.is_err() {
+            self.expiries.forget();
+        }
         for (job, result) in batch.drain(..).zip(
             results
                 .into_iter()

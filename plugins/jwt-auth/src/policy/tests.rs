@@ -571,18 +571,8 @@ fn battery_row6_rotation_new_key_accepted_after_one_refetch() {
     assert_eq!(url, JWKS_URL);
     assert!(headers.iter().any(|h| h.name == "accept"));
 
-    // Rotation: the endpoint now publishes k2 only (an RSA key).
-    host.advance_millis(60_000);
-    host.http_route(JWKS_URL, jwks_body(&[testkeys::rsa_b_jwk("k2")]));
-    let t2 = sign(
-        &json!({"alg": "RS256", "kid": "k2"}),
-        &claims_far(),
-        &TestSigner::RsaB,
-    );
-    let ctx = TestContext::new();
-    assert!(host.on_request(&policy, &bearer(&t2), &ctx).is_continue());
-    assert_eq!(ctx.get("credential").as_deref(), Some("jwt:k2"));
-    assert_eq!(host.http_requests().len(), 2, "one refetch");
+    let t2 = rotate_to_rsa_k2(&host);
+    assert_k2_after_one_refetch(&host, &policy, &t2);
     for _ in 0..5 {
         assert!(
             host.on_request(&policy, &bearer(&t2), &TestContext::new())
@@ -609,15 +599,27 @@ fn rotation_is_found_even_next_to_a_configured_key_without_kid() {
             .is_continue()
     );
     assert_eq!(host.http_requests().len(), 1);
+    let t2 = rotate_to_rsa_k2(&host);
+    assert_k2_after_one_refetch(&host, &policy, &t2);
+}
+
+/// Rotation: a minute later the endpoint publishes k2 only (an RSA key); a token signed
+/// with it.
+fn rotate_to_rsa_k2(host: &TestHost) -> String {
     host.advance_millis(60_000);
     host.http_route(JWKS_URL, jwks_body(&[testkeys::rsa_b_jwk("k2")]));
-    let t2 = sign(
+    sign(
         &json!({"alg": "RS256", "kid": "k2"}),
         &claims_far(),
         &TestSigner::RsaB,
-    );
+    )
+}
+
+/// `token` is accepted as k2's after exactly one refetch (the second fetch in all).
+#[track_caller]
+fn assert_k2_after_one_refetch(host: &TestHost, policy: &JwtAuth, token: &str) {
     let ctx = TestContext::new();
-    let d = host.on_request(&policy, &bearer(&t2), &ctx);
+    let d = host.on_request(policy, &bearer(token), &ctx);
     assert!(d.is_continue(), "{d:?}");
     assert_eq!(ctx.get("credential").as_deref(), Some("jwt:k2"));
     assert_eq!(host.http_requests().len(), 2, "one refetch");
