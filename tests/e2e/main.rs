@@ -8,6 +8,7 @@ mod dispatch;
 mod h2_limits;
 mod jwt;
 mod lifecycle;
+mod liveness;
 mod logs;
 mod policies;
 mod protocols;

@@ -34,6 +34,15 @@ pub struct Upstream {
     /// Pooled keep-alive connections idle longer than this are closed. Default: 90s.
     #[serde(default = "default_pool_idle")]
     pub idle_timeout: Dur,
+    /// With `protocol = "h2"`: how often an HTTP/2 connection to a target is pinged, idle
+    /// or not, so that one that died silently (a NAT or load balancer dropped it) is found
+    /// and replaced rather than reused by every request. Default: 10s.
+    #[serde(default = "default_h2_ping_interval")]
+    pub h2_ping_interval: Dur,
+    /// With `protocol = "h2"`: how long a ping may go unanswered before the connection is
+    /// closed. Default: 5s.
+    #[serde(default = "default_h2_ping_timeout")]
+    pub h2_ping_timeout: Dur,
     /// Idle pooled connections kept per target. Default: 512 (Kong's
     /// `upstream_keepalive_pool_size`): below that many concurrent requests per target, no
     /// request opens a connection once the pool is warm.
@@ -58,6 +67,12 @@ fn default_connect_timeout() -> Dur {
 }
 fn default_request_timeout() -> Dur {
     Dur::secs(30)
+}
+fn default_h2_ping_interval() -> Dur {
+    Dur::secs(10)
+}
+fn default_h2_ping_timeout() -> Dur {
+    Dur::secs(5)
 }
 fn default_pool_idle() -> Dur {
     Dur::secs(90)

@@ -167,6 +167,13 @@ impl tower_service::Service<Uri> for Connector {
                 .await
                 .map_err(|_| ConnectError::Timeout(this.timeout))??;
             tcp.set_nodelay(true)?;
+            // A peer that vanished without a reset is found by the kernel within about a
+            // minute of silence, for connections waiting in the pool too.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(3);
+            socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
             let stream = match &this.tls {
                 None => Stream::Plain(tcp),
                 Some((connector, sni)) => {

@@ -14,7 +14,6 @@ use crate::config::HealthCheck;
 /// Spawns the probing loop; it exits when the group is gone or retired.
 pub(super) fn spawn(group: Weak<UpstreamGroup>, hc: HealthCheck) {
     tokio::spawn(async move {
-        let mut streaks: Vec<(u32, u32)> = Vec::new();
         let mut tick = tokio::time::interval(hc.interval.get());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -22,28 +21,33 @@ pub(super) fn spawn(group: Weak<UpstreamGroup>, hc: HealthCheck) {
             let Some(g) = group.upgrade().filter(|g| !g.is_retired()) else {
                 return;
             };
-            streaks.resize(g.targets.len(), (0, 0));
             let probes = g.targets.iter().map(|t| probe(&g, &t.authority, &hc));
             let results = futures_util::future::join_all(probes).await;
-            for (i, ok) in results.into_iter().enumerate() {
-                let t = &g.targets[i];
-                let (good, bad) = &mut streaks[i];
+            for (t, ok) in g.targets.iter().zip(results) {
+                let (good, bad) = record(&t.probe_streaks, ok);
                 if ok {
-                    *good += 1;
-                    *bad = 0;
-                    if *good >= hc.healthy_threshold && !t.healthy.swap(true, Ordering::AcqRel) {
+                    if good >= hc.healthy_threshold && !t.healthy.swap(true, Ordering::AcqRel) {
                         tracing::info!(upstream = %g.name, target = %t.address, "target healthy again");
                     }
-                } else {
-                    *bad += 1;
-                    *good = 0;
-                    if *bad >= hc.unhealthy_threshold && t.healthy.swap(false, Ordering::AcqRel) {
-                        tracing::warn!(upstream = %g.name, target = %t.address, "target failed health checks");
-                    }
+                } else if bad >= hc.unhealthy_threshold && t.healthy.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(upstream = %g.name, target = %t.address, "target failed health checks");
                 }
             }
         }
     });
+}
+
+/// Counts one probe in `streaks` (`passed << 32 | failed`); returns the streaks now.
+fn record(streaks: &std::sync::atomic::AtomicU64, ok: bool) -> (u32, u32) {
+    let v = streaks.load(Ordering::Relaxed);
+    let (good, bad) = ((v >> 32) as u32, v as u32);
+    let now = if ok {
+        (good.saturating_add(1), 0)
+    } else {
+        (0, bad.saturating_add(1))
+    };
+    streaks.store(u64::from(now.0) << 32 | u64::from(now.1), Ordering::Relaxed);
+    now
 }
 
 async fn probe(g: &UpstreamGroup, authority: &http::uri::Authority, hc: &HealthCheck) -> bool {
@@ -67,5 +71,22 @@ async fn probe(g: &UpstreamGroup, authority: &http::uri::Authority, hc: &HealthC
             s.is_success() || s.is_redirection()
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    #[test]
+    fn a_probe_extends_its_own_streak_and_ends_the_other() {
+        let s = AtomicU64::new(0);
+        assert_eq!(record(&s, true), (1, 0));
+        assert_eq!(record(&s, true), (2, 0));
+        assert_eq!(record(&s, false), (0, 1));
+        assert_eq!(record(&s, false), (0, 2));
+        assert_eq!(record(&s, true), (1, 0));
     }
 }

@@ -41,6 +41,9 @@ pub struct TargetState {
     pub failures: AtomicU32,
     /// Milliseconds since the group's start until which the target is ejected.
     pub ejected_until: AtomicU64,
+    /// Consecutive passed and failed health probes, `passed << 32 | failed` (one of the two
+    /// is always 0); kept here, not in the checker, so that a reload carries them over.
+    pub probe_streaks: AtomicU64,
 }
 
 impl TargetState {
@@ -57,6 +60,7 @@ impl TargetState {
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            probe_streaks: AtomicU64::new(0),
         }
     }
 }
@@ -186,6 +190,15 @@ impl UpstreamGroup {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(h2);
+        if h2 {
+            // One HTTP/2 connection carries every request to a target: pinged, a dead one is
+            // found and replaced instead of timing out every request until the kernel
+            // gives up on it (minutes).
+            builder
+                .http2_keep_alive_interval(cfg.h2_ping_interval.get())
+                .http2_keep_alive_timeout(cfg.h2_ping_timeout.get())
+                .http2_keep_alive_while_idle(true);
+        }
         let client = builder.build(connector);
         Ok(Self {
             name: name.to_string(),
@@ -214,8 +227,8 @@ impl UpstreamGroup {
     }
 
     /// Takes over what `old` (this upstream in the snapshot being replaced) learned about
-    /// the targets both have — passive ejections and failure counts, and active health when
-    /// both check it — so that a reload neither re-admits a dead target nor forgets an
+    /// the targets both have — passive ejections and failure counts, and active health and
+    /// probe streaks when both check it — so that a reload neither re-admits a dead target nor forgets an
     /// ejection; and retires `old`'s health checker.
     pub fn inherit(&self, old: &UpstreamGroup) {
         let (now, old_now) = (self.now_ms(), old.now_ms());
@@ -235,6 +248,10 @@ impl UpstreamGroup {
             if self.health.is_some() && old.health.is_some() {
                 t.healthy
                     .store(o.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+                // Reloads come often (every admin change makes one): a recovering target's
+                // passed probes must add up across them.
+                t.probe_streaks
+                    .store(o.probe_streaks.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
         old.retire();
@@ -310,5 +327,42 @@ impl UpstreamGroup {
         if let Some(hc) = self.health.clone() {
             health::spawn(Arc::downgrade(self), hc);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(toml: &str) -> UpstreamGroup {
+        let cfg: config::Upstream = toml::from_str(toml).unwrap();
+        UpstreamGroup::build("u", &cfg).unwrap()
+    }
+
+    /// Reloads are frequent (each admin change is one): a recovering target's passed probes
+    /// and its ejection carry over to the new group, so they add up across reloads.
+    #[test]
+    fn a_reload_keeps_health_streaks_ejections_and_verdicts() {
+        let toml = "targets = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\" }]\n\
+                    health_check = { path = \"/h\" }\n";
+        let old = group(toml);
+        old.targets[0].healthy.store(false, Ordering::Relaxed);
+        old.targets[0]
+            .probe_streaks
+            .store(2 << 32, Ordering::Relaxed);
+        old.targets[1].failures.store(3, Ordering::Relaxed);
+        let new = group(toml);
+        new.inherit(&old);
+        assert!(old.is_retired());
+        assert!(!new.targets[0].healthy.load(Ordering::Relaxed));
+        assert_eq!(
+            new.targets[0].probe_streaks.load(Ordering::Relaxed),
+            2 << 32
+        );
+        assert_eq!(new.targets[1].failures.load(Ordering::Relaxed), 3);
+        // Without health checks on both sides, active verdicts do not carry over.
+        let unchecked = group("targets = [{ address = \"127.0.0.1:1\" }]\n");
+        unchecked.inherit(&new);
+        assert!(unchecked.targets[0].healthy.load(Ordering::Relaxed));
     }
 }
