@@ -350,7 +350,8 @@ impl Control {
         plugin_dir(&self.loaded().config.state)
     }
 
-    fn loaded(&self) -> Arc<Loaded> {
+    /// The file configuration in force (the last one loaded or reloaded).
+    pub fn loaded(&self) -> Arc<Loaded> {
         self.file.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -386,7 +387,7 @@ impl Control {
         // What is stored must read back: a document nested past the JSON reader's depth
         // limit (a policy `config` 120 tables deep) would make the store unreadable, and
         // with it every later change, reload and start.
-        if let Err(e) = crate::state::readable(&managed) {
+        if let Err(e) = crate::state::stored_form(&managed) {
             return Err(ApplyError::Invalid(vec![(String::new(), e)]));
         }
         let loaded = self.loaded();

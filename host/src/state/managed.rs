@@ -129,13 +129,13 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `Ok` when `doc` reads back once stored (JSON nesting within the reader's limit); the
-/// error says why not.
-pub fn readable(doc: &Managed) -> Result<(), String> {
+/// The stored form of `doc` (JSON), once it is known to read back (nesting within the JSON
+/// reader's limit); the error says why not.
+pub fn stored_form(doc: &Managed) -> Result<Vec<u8>, String> {
     let json = serde_json::to_vec(doc).map_err(|e| e.to_string())?;
     serde_json::from_slice::<Managed>(&json)
-        .map(drop)
-        .map_err(|e| format!("the configuration is nested too deeply to be stored: {e}"))
+        .map_err(|e| format!("the configuration is nested too deeply to be stored: {e}"))?;
+    Ok(json)
 }
 
 const DOC: &str = "managed";
@@ -169,8 +169,7 @@ impl Db {
         expected: u64,
         blobs: &[(String, Vec<u8>)],
     ) -> Result<u64, StoreError> {
-        readable(doc).map_err(StoreError::Io)?;
-        let json = serde_json::to_vec(doc).map_err(io)?;
+        let json = stored_form(doc).map_err(StoreError::Io)?;
         let tx = self.inner().begin_write().map_err(io)?;
         let next = {
             let mut meta = tx.open_table(META).map_err(io)?;
