@@ -163,24 +163,24 @@ pub async fn build(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, Con
             e.to_string(),
         )])
     })?;
-    // `[admin]` is read at start only: checked here (by `validate` and at start), not by
-    // the builds of reloads and API changes, which only warn that it changed.
-    let admin: Vec<config::Issue> = match crate::admin::check_settings(&loaded.config.admin) {
+    crate::control::build_composed(loaded, &managed, env)
+        .await
+        .map_err(|issues| loaded.error(issues))
+}
+
+/// What `sluice validate` checks: [`build`], and `[admin]` (its TLS files included), which
+/// a running gateway checks once, when the admin API starts, not on every build.
+pub async fn validate(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, ConfigError> {
+    let admin = match crate::admin::check_settings(&loaded.config.admin) {
         Ok(_) => Vec::new(),
-        Err(problems) => problems
-            .into_iter()
-            .map(|(field, message)| {
-                let at = config::KeyPath::default().key("admin");
-                config::Issue::new(crate::snapshot::field_path(&at, &field), message)
-            })
-            .collect(),
+        Err(problems) => crate::admin::settings_issues(problems),
     };
-    match crate::control::build_composed(loaded, &managed, env).await {
+    match build(loaded, env).await {
         Ok(snapshot) if admin.is_empty() => Ok(snapshot),
         Ok(_) => Err(loaded.error(admin)),
-        Err(mut issues) => {
-            issues.extend(admin);
-            Err(loaded.error(issues))
+        Err(mut e) => {
+            e.diagnostics.extend(loaded.error(admin).diagnostics);
+            Err(e)
         }
     }
 }

@@ -308,7 +308,7 @@ fn main() -> ExitCode {
             let checked = rt.block_on(async {
                 let loaded = gateway::load_config(&Source::File(path.clone()))?;
                 let env = gateway::policy_env(&loaded, gateway::Purpose::Check)?;
-                gateway::build(&loaded, env).await
+                gateway::validate(&loaded, env).await
             });
             match checked {
                 Ok(_) => {

@@ -757,6 +757,8 @@ async fn a_non_loopback_admin_bind_without_tls_is_refused() {
         .err()
         .expect("refused");
     assert!(err.contains("not a loopback address"), "{err}");
+    // Located, as `validate` would say it: the file's line 9, the key.
+    assert!(err.contains(":9: admin.bind: 0.0.0.0:0"), "{err}");
 }
 
 /// Runs the CLI against `gw`; returns (exit code, stdout, stderr).

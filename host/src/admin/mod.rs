@@ -178,6 +178,17 @@ pub fn check_settings(
     Ok(Some(tokio_rustls::TlsAcceptor::from(c)))
 }
 
+/// [`check_settings`]'s problems as configuration issues, located under `admin`.
+pub fn settings_issues(problems: Vec<(String, String)>) -> Vec<config::Issue> {
+    let at = config::KeyPath::default().key("admin");
+    problems
+        .into_iter()
+        .map(|(field, message)| {
+            config::Issue::new(crate::snapshot::field_path(&at, &field), message)
+        })
+        .collect()
+}
+
 /// Starts the admin API for `control` (when enabled): checks the bind/TLS policy, installs
 /// the bootstrap token, binds, and serves on a background task.
 pub async fn start(control: Arc<Control>) -> Result<(), String> {
@@ -186,12 +197,8 @@ pub async fn start(control: Arc<Control>) -> Result<(), String> {
         return Ok(());
     }
     let bind = settings.bind;
-    let tls = check_settings(settings).map_err(|es| {
-        es.into_iter()
-            .map(|(k, m)| format!("admin.{k}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let tls = check_settings(settings)
+        .map_err(|es| control.loaded().error(settings_issues(es)).to_string())?;
     auth::bootstrap(&control.db(), settings)?;
     let listener = TcpListener::bind(bind)
         .await
