@@ -15,6 +15,7 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::sluice::policy::{clock, kv, log, outbound_http, rate_limit, types};
 use super::capabilities::Capabilities;
+use super::cpu::CpuClock;
 use super::wasi::WasiState;
 
 /// Marker type of the `request-head` resource (its data is [`RequestView`] in the store).
@@ -94,41 +95,6 @@ pub struct HostState {
     pub(super) wasi: Option<Box<WasiState>>,
     /// The CPU time of the current call (its deadline gives back host I/O waits).
     pub(super) cpu: CpuClock,
-}
-
-/// The CPU time of a call: the wall time since it started, less the time it spent waiting
-/// in host I/O (outbound HTTP). The epoch ticker counts wall time, so the deadline callback
-/// uses this to keep a slow outbound request from counting against the CPU deadline.
-#[derive(Debug, Clone, Copy)]
-pub struct CpuClock {
-    started: Instant,
-    io_wait: Duration,
-}
-
-impl CpuClock {
-    /// Starts counting a new call.
-    pub fn start(&mut self) {
-        *self = Self::default();
-    }
-
-    /// Time since the call started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Time since the call started outside host I/O waits.
-    pub fn used(&self) -> Duration {
-        self.elapsed().saturating_sub(self.io_wait)
-    }
-}
-
-impl Default for CpuClock {
-    fn default() -> Self {
-        Self {
-            started: Instant::now(),
-            io_wait: Duration::ZERO,
-        }
-    }
 }
 
 /// A store's resource limits: wasmtime's [`StoreLimits`], plus the memory cap applied to
@@ -391,7 +357,7 @@ impl HostState {
     async fn io<T>(&mut self, fut: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let out = fut.await;
-        self.cpu.io_wait += started.elapsed();
+        self.cpu.add_io_wait(started.elapsed());
         out
     }
 }
@@ -547,7 +513,7 @@ impl outbound_http::Host for HostState {
     ) -> wasmtime::Result<Result<outbound_http::Response, outbound_http::HttpError>> {
         let started = Instant::now();
         let response = self.caps.outbound.get(&url, headers).await;
-        self.cpu.io_wait += started.elapsed();
+        self.cpu.add_io_wait(started.elapsed());
         Ok(response)
     }
 }

@@ -15,8 +15,9 @@ use super::PolicyError;
 use super::bindings::sluice::policy::types;
 use super::bindings::{Exports, World};
 use super::capabilities::{Capabilities, Capability, Grants};
+use super::cpu::{Budget, CpuClock, Sample, Verdict};
 use super::engine::{EPOCH_TICK, IdleInstances, PolicyRuntime, Reclaim, Ticker};
-use super::host::{CallData, ContextRes, CpuClock, HostState, RequestHeadRes, ResponseHeadRes};
+use super::host::{CallData, ContextRes, HostState, RequestHeadRes, ResponseHeadRes};
 use super::link::{SyncIo, needs_fiber, prepare};
 use super::wasi::WasiState;
 
@@ -46,19 +47,22 @@ pub struct CallLimits {
     pub recycle_after: u32,
 }
 
-/// What happens when a call reaches its epoch deadline. The epoch ticker counts wall time,
-/// but time spent waiting in host I/O (an outbound request) is not CPU time: the deadline
-/// is extended by what is left of the CPU budget once those waits are given back (and
-/// never beyond the wall deadline); with nothing left, the call traps.
-fn extend_deadline(limits: &CallLimits, cpu: &CpuClock) -> UpdateDeadline {
-    let left = limits
-        .cpu
-        .saturating_sub(cpu.used())
-        .min(limits.wall.saturating_sub(cpu.elapsed()));
-    if left.is_zero() {
-        return UpdateDeadline::Interrupt;
+/// What happens when a call reaches an epoch deadline: the call is charged the CPU time it
+/// used (see [`super::cpu`]) and either interrupted or given its next deadline.
+fn check_deadline(limits: &CallLimits, cpu: &mut CpuClock) -> UpdateDeadline {
+    let budget = Budget {
+        cpu: limits.cpu,
+        wall: limits.wall,
+    };
+    match cpu.check(budget, Sample::take()) {
+        Verdict::Interrupt => UpdateDeadline::Interrupt,
+        Verdict::Continue(left) => UpdateDeadline::Continue(ticks(left)),
     }
-    UpdateDeadline::Continue((left.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64)
+}
+
+/// Epoch ticks in `d` (at least one).
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
 }
 
 struct Warm {
@@ -218,25 +222,29 @@ impl PolicyInstance {
         self.world.has_body_phase()
     }
 
-    /// The epoch deadline of one call: the CPU deadline, but never beyond the wall deadline.
-    /// A guest that never returns to the host cannot be stopped by the wall-clock timer
-    /// around the call (the call never yields to it), only by the epoch deadline.
-    fn deadline_ticks(&self) -> u64 {
-        let limit = self.limits.cpu.min(self.limits.wall);
-        (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
+    /// The first epoch deadline of a call: half its CPU budget (never beyond its wall
+    /// budget). A call that gets there is checked against its thread's CPU clock from then
+    /// on (see [`super::cpu`]); the epoch deadline is the only thing that stops a guest
+    /// that never returns to the host (the wall-clock timer around an async call is not
+    /// polled while the guest runs).
+    fn first_deadline_ticks(&self) -> u64 {
+        let budget = Budget {
+            cpu: self.limits.cpu,
+            wall: self.limits.wall,
+        };
+        ticks(budget.first_check())
     }
 
-    /// Starts the epoch deadline of a call (and its CPU clock, for calls that can wait on
-    /// I/O). A fiber-less call cannot wait, so its wall time is its CPU time and the epoch
-    /// deadline alone bounds it (no clock read per call): it is interrupted once the
-    /// deadline's ticks have all elapsed, with one tick more so that a tick landing just
-    /// after arming never cuts it short.
+    /// Starts the epoch deadline of a call and its CPU clock. A fiber-less call cannot wait,
+    /// so its clock reads nothing until its first deadline (no clock read per call); it
+    /// gets one tick more, so that a tick landing just after arming never cuts it short.
     fn arm(&self, store: &mut Store<HostState>) {
         if self.sync {
-            store.set_epoch_deadline(self.deadline_ticks() + 1);
+            store.data_mut().cpu.start_unclocked();
+            store.set_epoch_deadline(self.first_deadline_ticks() + 1);
         } else {
             store.data_mut().cpu.start();
-            store.set_epoch_deadline(self.deadline_ticks());
+            store.set_epoch_deadline(self.first_deadline_ticks());
         }
     }
 
@@ -269,13 +277,10 @@ impl PolicyInstance {
         let mut store = Store::new(self.pre.component().engine(), state);
         store.limiter(|s| &mut s.limits);
         store.set_hostcall_fuel(hostcall_fuel(&self.caps));
-        if self.sync {
-            // A fiber-less call cannot wait: its deadline is never extended.
-            store.epoch_deadline_trap();
-        } else {
-            let limits = self.limits;
-            store.epoch_deadline_callback(move |ctx| Ok(extend_deadline(&limits, &ctx.data().cpu)));
-        }
+        let limits = self.limits;
+        store.epoch_deadline_callback(move |mut ctx| {
+            Ok(check_deadline(&limits, &mut ctx.data_mut().cpu))
+        });
         self.arm(&mut store);
         let instance = if self.sync {
             self.pre.instantiate(&mut store)

@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]: the one `Engine` (pooling allocator, epochs) and the compile cache;
 //! - [`capabilities`]: grantable host interfaces and what they reach;
+//! - [`cpu`]: the CPU deadline of a call (wall time first, the thread's CPU clock after);
 //! - [`host`]: store data and the host side of every interface;
 //! - [`link`]: import checks against grants, the linker of the granted capabilities;
 //! - [`instance`]: a configured policy, its `InstancePre` and instance pool;
@@ -10,6 +11,7 @@
 
 mod bindings;
 pub mod capabilities;
+pub mod cpu;
 pub mod engine;
 pub mod env;
 mod error;

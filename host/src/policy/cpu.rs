@@ -1,0 +1,268 @@
+//! The CPU deadline of a guest call.
+//!
+//! The engine's epoch ticks in wall time: cheap for guest code to check, but it also counts
+//! time in which the call did not run — waits in host I/O (a Redis round trip, an outbound
+//! request) and time its thread spent preempted on a busy machine. Reading a thread's CPU
+//! clock is a system call (~0.2 µs here), too dear for every call, so a call starts on wall
+//! time alone and meets its first deadline at half its CPU budget. Only a call that gets
+//! there (a long one, or a starved one) reads its thread's CPU clock, at that deadline and
+//! at each one after, and is charged what it used: the first half at most (its wall time
+//! less its I/O waits), then its thread's CPU time. A guest spinning on an idle machine is
+//! stopped at its budget; a short call preempted for longer than its budget is not
+//! interrupted for it. The wall deadline bounds every call whatever the machine's load.
+
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+/// The CPU time the calling thread has used (`None` if the clock cannot be read).
+#[allow(unsafe_code)]
+fn thread_cpu() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec, and the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// The clocks as read at one deadline check.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Wall time.
+    pub now: Instant,
+    /// The thread the call is running on.
+    pub thread: ThreadId,
+    /// That thread's CPU time.
+    pub cpu: Option<Duration>,
+}
+
+impl Sample {
+    /// Reads the clocks of the calling thread.
+    pub fn take() -> Self {
+        Self {
+            now: Instant::now(),
+            thread: std::thread::current().id(),
+            cpu: thread_cpu(),
+        }
+    }
+}
+
+/// What a deadline check decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The budget is spent: interrupt the call.
+    Interrupt,
+    /// Check again after this much more time.
+    Continue(Duration),
+}
+
+/// The budgets of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// CPU time.
+    pub cpu: Duration,
+    /// Wall time, host I/O waits included.
+    pub wall: Duration,
+}
+
+impl Budget {
+    /// When the first check of a call comes: half its CPU budget (never beyond its wall
+    /// budget).
+    pub fn first_check(&self) -> Duration {
+        (self.cpu / 2).min(self.wall)
+    }
+}
+
+/// Where exact measurement of a call's CPU time stands.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    thread: ThreadId,
+    cpu: Option<Duration>,
+    io_wait: Duration,
+    wall_used: Duration,
+    charged: Duration,
+}
+
+/// The CPU time of a call (see the module documentation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuClock {
+    /// When the call started; a call that cannot wait on I/O reads no clock at its start,
+    /// and its first check infers it from the first deadline.
+    started: Option<Instant>,
+    /// Time spent waiting in host I/O.
+    io_wait: Duration,
+    baseline: Option<Baseline>,
+}
+
+impl CpuClock {
+    /// Starts counting a call that may wait on host I/O, from now.
+    pub fn start(&mut self) {
+        *self = Self {
+            started: Some(Instant::now()),
+            ..Self::default()
+        };
+    }
+
+    /// Starts counting a call that cannot wait (a fiber-less one), reading no clock: its
+    /// wall time is the epoch's until its first check.
+    pub fn start_unclocked(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Adds time the call spent waiting in host I/O.
+    pub fn add_io_wait(&mut self, wait: Duration) {
+        self.io_wait += wait;
+    }
+
+    /// A deadline check: charges the call what it used since the last one and decides.
+    pub fn check(&mut self, budget: Budget, s: Sample) -> Verdict {
+        let started = *self
+            .started
+            .get_or_insert_with(|| s.now.checked_sub(budget.first_check()).unwrap_or(s.now));
+        let elapsed = s.now.saturating_duration_since(started);
+        let wall_used = elapsed.saturating_sub(self.io_wait);
+        let charged = match self.baseline {
+            None => wall_used,
+            // Still on the same thread with no I/O wait since the last check: the thread
+            // ran nothing else, and its CPU clock is the call's.
+            Some(b) if b.thread == s.thread && b.io_wait == self.io_wait => match (b.cpu, s.cpu) {
+                (Some(then), Some(now)) => b.charged + now.saturating_sub(then),
+                _ => b.charged + wall_used.saturating_sub(b.wall_used),
+            },
+            // The call waited (or moved threads) in between: its wall time less the wait.
+            Some(b) => b.charged + wall_used.saturating_sub(b.wall_used),
+        };
+        self.baseline = Some(Baseline {
+            thread: s.thread,
+            cpu: s.cpu,
+            io_wait: self.io_wait,
+            wall_used,
+            charged,
+        });
+        if charged >= budget.cpu || elapsed >= budget.wall {
+            return Verdict::Interrupt;
+        }
+        Verdict::Continue((budget.cpu - charged).min(budget.wall - elapsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const BUDGET: Budget = Budget {
+        cpu: Duration::from_millis(50),
+        wall: Duration::from_millis(2000),
+    };
+
+    fn sample(start: Instant, wall_ms: u64, cpu_ms: u64) -> Sample {
+        Sample {
+            now: start + Duration::from_millis(wall_ms),
+            thread: std::thread::current().id(),
+            cpu: Some(Duration::from_secs(100) + Duration::from_millis(cpu_ms)),
+        }
+    }
+
+    fn clocked(start: Instant) -> CpuClock {
+        CpuClock {
+            started: Some(start),
+            ..CpuClock::default()
+        }
+    }
+
+    #[test]
+    fn a_guest_running_all_the_time_is_interrupted_at_its_budget() {
+        let t0 = Instant::now();
+        let mut c = clocked(t0);
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 25, 25)),
+            Verdict::Continue(25 * MS)
+        );
+        assert_eq!(c.check(BUDGET, sample(t0, 50, 50)), Verdict::Interrupt);
+    }
+
+    #[test]
+    fn a_preempted_call_is_charged_only_the_cpu_it_used_and_is_bounded_by_its_wall_budget() {
+        let t0 = Instant::now();
+        let mut c = clocked(t0);
+        // Starved: the first half is charged in wall time, then only what the thread ran.
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 25, 0)),
+            Verdict::Continue(25 * MS)
+        );
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 50, 2)),
+            Verdict::Continue(23 * MS)
+        );
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 1000, 12)),
+            Verdict::Continue(13 * MS)
+        );
+        // The wall budget still ends it.
+        assert_eq!(c.check(BUDGET, sample(t0, 2000, 13)), Verdict::Interrupt);
+    }
+
+    #[test]
+    fn time_waiting_in_host_io_is_not_charged() {
+        let t0 = Instant::now();
+        let mut c = clocked(t0);
+        c.add_io_wait(500 * MS);
+        // 530 ms of wall time, 500 of them waiting: 30 charged.
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 530, 30)),
+            Verdict::Continue(20 * MS)
+        );
+        // Another wait before the next check: the thread's clock ran other tasks meanwhile,
+        // so that stretch is charged in wall time less the wait.
+        c.add_io_wait(100 * MS);
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 640, 400)),
+            Verdict::Continue(10 * MS)
+        );
+        assert_eq!(c.check(BUDGET, sample(t0, 650, 410)), Verdict::Interrupt);
+    }
+
+    #[test]
+    fn a_call_that_moved_threads_is_charged_in_wall_time() {
+        let t0 = Instant::now();
+        let mut c = clocked(t0);
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 25, 0)),
+            Verdict::Continue(25 * MS)
+        );
+        let other = std::thread::spawn(|| std::thread::current().id())
+            .join()
+            .unwrap();
+        let moved = Sample {
+            thread: other,
+            ..sample(t0, 40, 0)
+        };
+        assert_eq!(c.check(BUDGET, moved), Verdict::Continue(10 * MS));
+    }
+
+    #[test]
+    fn an_unclocked_call_takes_its_start_from_the_first_deadline() {
+        let t0 = Instant::now();
+        let mut c = CpuClock::default();
+        c.start_unclocked();
+        let first = BUDGET.first_check();
+        let s = Sample {
+            now: t0 + first,
+            ..sample(t0, 0, 0)
+        };
+        assert_eq!(c.check(BUDGET, s), Verdict::Continue(BUDGET.cpu - first));
+        assert_eq!(c.check(BUDGET, sample(t0, 50, 25)), Verdict::Interrupt);
+    }
+
+    #[test]
+    fn the_thread_cpu_clock_advances_with_work() {
+        let a = thread_cpu().expect("thread CPU clock");
+        let mut x = 0u64;
+        while thread_cpu().expect("thread CPU clock") < a + MS {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(x > 0);
+    }
+}
