@@ -286,6 +286,15 @@ impl Drop for Gateway {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failing test shows what its gateway logged (the last lines), to tell why.
+        if std::thread::panicking() {
+            let l = self.lines.0.lock().unwrap_or_else(|p| p.into_inner());
+            let tail = &l.stderr[l.stderr.len().saturating_sub(40)..];
+            eprintln!("--- gateway stderr (last {} lines) ---", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -6,13 +6,18 @@
 //! clock is a system call (~0.2 µs here), too dear for every call, so a call starts on wall
 //! time alone and meets its first deadline at half its CPU budget. Only a call that gets
 //! there (a long one, or a starved one) reads its thread's CPU clock, at that deadline and
-//! at each one after, and is charged what it used: the first half at most (its wall time
-//! less its I/O waits), then its thread's CPU time. A guest spinning on an idle machine is
-//! stopped at its budget; a short call preempted for longer than its budget is not
-//! interrupted for it. The wall deadline bounds every call whatever the machine's load.
+//! at each one after. Between two checks a call is charged its thread's CPU time when it
+//! stayed on that thread and did not wait (the thread then ran nothing else); otherwise its
+//! wall time less its I/O waits, but never more than the time it was granted (plus a tick):
+//! guest code checks the epoch all the time, so a guest that had run longer would have met
+//! its deadline sooner. A guest spinning on an idle machine is stopped at its budget; a
+//! short call preempted for longer than its budget is not interrupted for it. The wall
+//! deadline bounds every call whatever the machine's load.
 
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
+
+use super::engine::EPOCH_TICK;
 
 /// The CPU time the calling thread has used (`None` if the clock cannot be read).
 #[allow(unsafe_code)]
@@ -74,7 +79,7 @@ impl Budget {
     }
 }
 
-/// Where exact measurement of a call's CPU time stands.
+/// The clocks at a call's last check.
 #[derive(Debug, Clone, Copy)]
 struct Baseline {
     thread: ThreadId,
@@ -92,7 +97,10 @@ pub struct CpuClock {
     started: Option<Instant>,
     /// Time spent waiting in host I/O.
     io_wait: Duration,
+    /// The clocks at the last check (none before the first).
     baseline: Option<Baseline>,
+    /// The time granted at the last check (none before the first: the first deadline).
+    granted: Option<Duration>,
 }
 
 impl CpuClock {
@@ -122,17 +130,21 @@ impl CpuClock {
             .get_or_insert_with(|| s.now.checked_sub(budget.first_check()).unwrap_or(s.now));
         let elapsed = s.now.saturating_duration_since(started);
         let wall_used = elapsed.saturating_sub(self.io_wait);
-        let charged = match self.baseline {
-            None => wall_used,
+        let (last_wall, last_charged) =
+            self.baseline.map_or((Duration::ZERO, Duration::ZERO), |b| {
+                (b.wall_used, b.charged)
+            });
+        let granted = self.granted.unwrap_or_else(|| budget.first_check()) + EPOCH_TICK;
+        let since = match self.baseline {
             // Still on the same thread with no I/O wait since the last check: the thread
             // ran nothing else, and its CPU clock is the call's.
-            Some(b) if b.thread == s.thread && b.io_wait == self.io_wait => match (b.cpu, s.cpu) {
-                (Some(then), Some(now)) => b.charged + now.saturating_sub(then),
-                _ => b.charged + wall_used.saturating_sub(b.wall_used),
-            },
-            // The call waited (or moved threads) in between: its wall time less the wait.
-            Some(b) => b.charged + wall_used.saturating_sub(b.wall_used),
-        };
+            Some(b) if b.thread == s.thread && b.io_wait == self.io_wait => {
+                b.cpu.zip(s.cpu).map(|(then, now)| now.saturating_sub(then))
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| wall_used.saturating_sub(last_wall).min(granted));
+        let charged = last_charged + since;
         self.baseline = Some(Baseline {
             thread: s.thread,
             cpu: s.cpu,
@@ -143,7 +155,9 @@ impl CpuClock {
         if charged >= budget.cpu || elapsed >= budget.wall {
             return Verdict::Interrupt;
         }
-        Verdict::Continue((budget.cpu - charged).min(budget.wall - elapsed))
+        let next = (budget.cpu - charged).min(budget.wall - elapsed);
+        self.granted = Some(next);
+        Verdict::Continue(next)
     }
 }
 
@@ -205,22 +219,26 @@ mod tests {
     }
 
     #[test]
+    fn a_call_starved_before_its_first_deadline_is_charged_at_most_the_time_it_was_granted() {
+        let t0 = Instant::now();
+        let mut c = clocked(t0);
+        // Preempted for 80 ms before its first check: it cannot have run more than the
+        // 25 ms it was granted (and a tick), or it would have met the deadline sooner.
+        assert_eq!(c.check(BUDGET, sample(t0, 80, 0)), Verdict::Continue(24 * MS));
+        assert_eq!(c.check(BUDGET, sample(t0, 120, 5)), Verdict::Continue(19 * MS));
+    }
+
+    #[test]
     fn time_waiting_in_host_io_is_not_charged() {
         let t0 = Instant::now();
         let mut c = clocked(t0);
         c.add_io_wait(500 * MS);
-        // 530 ms of wall time, 500 of them waiting: 30 charged.
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 530, 30)),
-            Verdict::Continue(20 * MS)
-        );
+        // 520 ms of wall time, 500 of them waiting: 20 charged.
+        assert_eq!(c.check(BUDGET, sample(t0, 520, 20)), Verdict::Continue(30 * MS));
         // Another wait before the next check: the thread's clock ran other tasks meanwhile,
         // so that stretch is charged in wall time less the wait.
         c.add_io_wait(100 * MS);
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 640, 400)),
-            Verdict::Continue(10 * MS)
-        );
+        assert_eq!(c.check(BUDGET, sample(t0, 640, 400)), Verdict::Continue(10 * MS));
         assert_eq!(c.check(BUDGET, sample(t0, 650, 410)), Verdict::Interrupt);
     }
 
