@@ -798,6 +798,8 @@ async fn websocket_tunnel_holds_its_connection_slot_and_closes_when_idle() {
     .await
     .expect("websocket connect timed out")
     .expect("websocket handshake through the gateway");
+    // The tunnel's last activity (the echo coming back) is after this instant.
+    let quiet = Instant::now();
     ws.send(Message::text("hi")).await.expect("send");
     let back = tokio::time::timeout(WAIT, ws.next())
         .await
@@ -806,7 +808,6 @@ async fn websocket_tunnel_holds_its_connection_slot_and_closes_when_idle() {
         back.expect("stream ended").expect("receive"),
         Message::text("hi")
     );
-    let quiet = Instant::now();
 
     let mut waiting = crate::defences::RawConn::open(gw.addr("main")).await;
     waiting

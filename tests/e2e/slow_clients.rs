@@ -147,12 +147,13 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let up = Upstream::named("up").await;
     let gw = Gateway::start(&slow_cfg(up.addr, "20s", "500ms"));
     let mut c = RawConn::open(gw.addr("main")).await;
+    // The connection goes idle after this instant (once its response is sent).
+    let start = Instant::now();
     c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let r = tokio::time::timeout(HANG, c.response())
         .await
         .expect("hang");
     assert_eq!(r.status, 200);
-    let start = Instant::now();
     assert_cut(&mut c, start, Duration::from_millis(300), "idle keep-alive").await;
 }
 
@@ -534,13 +535,14 @@ async fn idle_http2_connection_is_closed_after_idle_timeout() {
     let req = Request::get(format!("http://{}/a", gw.addr("main")))
         .body(Full::new(Bytes::new()))
         .unwrap();
+    // The connection's last activity (the response) is after this instant.
+    let quiet = Instant::now();
     let resp = tokio::time::timeout(HANG, tx.send_request(req))
         .await
         .expect("hang")
         .unwrap();
     assert_eq!(resp.status(), 200);
     resp.into_body().collect().await.unwrap();
-    let quiet = Instant::now();
     tokio::time::timeout(HANG, conn)
         .await
         .expect("an idle HTTP/2 connection was never closed")

@@ -985,16 +985,18 @@ async fn pooled_upstream_connections_are_closed_after_idle_timeout() {
     let gw = gateway(&[target(up.addr)], "idle_timeout = \"200ms\"", "");
     let url = gw.url("main", "/");
     let c = sluice_tests::client();
+    // The connection goes idle after this instant (once its response is back), so it must
+    // outlive it by the idle timeout.
+    let sent = Instant::now();
     assert_eq!(get_on(&c, &url, &[]).await.status, 200);
-    let idle_since = Instant::now();
     while up.closed.load(Ordering::SeqCst) == 0 {
         assert!(
-            idle_since.elapsed() < DEADLINE,
+            sent.elapsed() < DEADLINE,
             "the idle pooled connection was never closed"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(idle_since.elapsed() >= Duration::from_millis(200));
+    assert!(sent.elapsed() >= Duration::from_millis(200));
     assert_eq!(get_on(&c, &url, &[]).await.status, 200);
     assert_eq!(up.accepts.load(Ordering::SeqCst), 2);
 }
