@@ -15,7 +15,7 @@ use crate::gateway::{Source, load_config};
 use crate::policy::PolicyEnv;
 use crate::proxy::Shared;
 use crate::snapshot::Snapshot;
-use crate::state::{Db, Managed};
+use crate::state::{Db, Managed, PluginVersion};
 
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,15 @@ pub fn plugin_base(reference: &str) -> &str {
 /// The effective configuration: `file` plus `managed`. A managed resource may not reuse the
 /// name of one in the file. A route's policy may pin an uploaded plugin's version with
 /// `plugin = "name@3"` or a digest (`"name@sha256:ab12…"`, at least 8 hex digits); unpinned
-/// references use the active version.
-pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Config, Vec<Issue>> {
+/// references use the active version. When `trusted_keys` (`[admin] trusted_keys`) are
+/// set, an uploaded plugin's version is used only if its stored signature verifies against
+/// one of them (an unsigned upload, or one signed by a key since removed, is not).
+pub fn compose(
+    file: &Config,
+    managed: &Managed,
+    plugins: &Path,
+    trusted_keys: &[String],
+) -> Result<Config, Vec<Issue>> {
     let mut out = file.clone();
     let mut issues = Vec::new();
     // The admin API's rule for names (uploads are checked by the API): a plugin's name is its
@@ -115,6 +122,10 @@ pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Confi
         let Some(v) = p.active_version() else {
             continue;
         };
+        if let Err(why) = check_trusted(trusted_keys, name, v) {
+            issues.push(Issue::new(at, why));
+            continue;
+        }
         let mut settings = p.settings.clone();
         let path = plugins.join(format!("{}.wasm", v.digest));
         settings.insert("path".into(), path.display().to_string().into());
@@ -128,7 +139,7 @@ pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Confi
             Err(e) => issues.push(Issue::new(at, e.to_string())),
         }
     }
-    pin_versions(&mut out, managed, plugins, &mut issues);
+    pin_versions(&mut out, managed, plugins, trusted_keys, &mut issues);
     let consumers = stored_consumers(managed);
     for r in &mut out.routes {
         for p in &mut r.policies {
@@ -146,8 +157,32 @@ pub fn compose(file: &Config, managed: &Managed, plugins: &Path) -> Result<Confi
     }
 }
 
+/// Whether version `v` of uploaded plugin `name` may be used under `trusted_keys` (any
+/// version when none are set); why not otherwise.
+fn check_trusted(trusted_keys: &[String], name: &str, v: &PluginVersion) -> Result<(), String> {
+    if trusted_keys.is_empty() || v.trusted_by(trusted_keys) {
+        return Ok(());
+    }
+    let how = if v.signature.is_some() {
+        "was signed by a key no longer in admin.trusted_keys"
+    } else {
+        "was uploaded unsigned"
+    };
+    Err(format!(
+        "version {} of plugin {name:?} {how}; only versions signed by a trusted key are \
+         used: upload a signed version or roll back to one",
+        v.version
+    ))
+}
+
 /// Adds a plugin entry `name@ref` for every pinned reference a route makes.
-fn pin_versions(out: &mut Config, managed: &Managed, plugins: &Path, issues: &mut Vec<Issue>) {
+fn pin_versions(
+    out: &mut Config,
+    managed: &Managed,
+    plugins: &Path,
+    trusted_keys: &[String],
+    issues: &mut Vec<Issue>,
+) {
     let mut pinned = std::collections::BTreeMap::new();
     for (i, r) in out.routes.iter().enumerate() {
         for (j, p) in r.policies.iter().enumerate() {
@@ -184,6 +219,10 @@ fn pin_versions(out: &mut Config, managed: &Managed, plugins: &Path, issues: &mu
                 ));
                 continue;
             };
+            if let Err(why) = check_trusted(trusted_keys, name, v) {
+                issues.push(Issue::new(at, why));
+                continue;
+            }
             let mut settings = m.settings.clone();
             let path = plugins.join(format!("{}.wasm", v.digest));
             settings.insert("path".into(), path.display().to_string().into());
@@ -269,14 +308,16 @@ pub fn write_component(dir: &Path, digest: &str, bytes: &[u8]) -> Result<PathBuf
     Ok(path)
 }
 
-/// Builds a snapshot of the file configuration composed with the stored resources.
+/// Builds a snapshot of the file configuration composed with the stored resources
+/// (`trusted_keys`: see [`compose`]).
 pub async fn build_composed(
     loaded: &Loaded,
     managed: &Managed,
     env: Arc<PolicyEnv>,
+    trusted_keys: &[String],
 ) -> Result<Snapshot, Vec<Issue>> {
     let dir = plugin_dir(&loaded.config.state);
-    let config = compose(&loaded.config, managed, &dir)?;
+    let config = compose(&loaded.config, managed, &dir, trusted_keys)?;
     if let Err(e) = materialise_plugins(&env.store.db, managed, &config, &dir) {
         return Err(vec![Issue::new(KeyPath::default().key("plugins"), e)]);
     }
@@ -404,7 +445,7 @@ impl Control {
         .map_err(|e| ApplyError::Store(e.to_string()))?
         .map_err(ApplyError::Store)?;
         let env = self.live().policy_env.clone();
-        let next = build_composed(&loaded, &managed, env)
+        let next = build_composed(&loaded, &managed, env, &self.admin.trusted_keys)
             .await
             .map_err(ApplyError::invalid)?;
         // Stored, then swapped in, on a task of its own that holds the serialisation lock:
@@ -469,7 +510,7 @@ impl Control {
         let result = async {
             let loaded = load_config(&self.source).map_err(|e| e.to_string())?;
             let (managed, _) = env.store.db.managed().map_err(|e| e.to_string())?;
-            let snap = build_composed(&loaded, &managed, env.clone())
+            let snap = build_composed(&loaded, &managed, env.clone(), &self.admin.trusted_keys)
                 .await
                 .map_err(|issues| loaded.error(issues).to_string())?;
             Ok::<_, String>((loaded, snap))

@@ -163,7 +163,8 @@ pub async fn build(loaded: &Loaded, env: Arc<PolicyEnv>) -> Result<Snapshot, Con
             e.to_string(),
         )])
     })?;
-    crate::control::build_composed(loaded, &managed, env)
+    let keys = &loaded.config.admin.trusted_keys;
+    crate::control::build_composed(loaded, &managed, env, keys)
         .await
         .map_err(|issues| loaded.error(issues))
 }

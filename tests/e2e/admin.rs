@@ -137,6 +137,23 @@ async fn read_only_tokens_read_but_every_write_gets_403() {
     let viewer = r.json()["token"].as_str().unwrap().to_string();
     let read = admin(&gw, "GET", "/v1/routes", Some(&viewer), None, &[]).await;
     assert_eq!(read.status, 200);
+    // The configuration document shows credential hashes to admin tokens only.
+    let created = as_admin(&gw, "PUT", "/v1/consumers/alice", Some(json!({}))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let cred = as_admin(&gw, "POST", "/v1/consumers/alice/credentials", None).await;
+    assert_eq!(cred.status, 201, "{}", cred.body);
+    let credential = |config: &Resp| config.json()["consumers"]["alice"]["credentials"][0].clone();
+    let full = as_admin(&gw, "GET", "/v1/config", None).await;
+    assert_eq!(
+        credential(&full)["sha256"].as_str().map(str::len),
+        Some(64),
+        "{}",
+        full.body
+    );
+    let seen = admin(&gw, "GET", "/v1/config", Some(&viewer), None, &[]).await;
+    assert_eq!(seen.status, 200);
+    assert!(credential(&seen).get("sha256").is_none(), "{}", seen.body);
+    assert_eq!(credential(&seen)["id"], credential(&full)["id"]);
     for (method, path) in [
         ("PUT", "/v1/routes/x"),
         ("POST", "/v1/tokens"),
@@ -290,6 +307,107 @@ async fn uploads_need_a_signature_by_a_trusted_key_when_keys_are_configured_unti
             .contains("signature"),
         "{}",
         unsigned.body
+    );
+}
+
+/// A gateway with `[admin] trusted_keys` uses an uploaded version only if its stored
+/// signature verifies against the keys it runs with: once a key is removed, a rollback to a
+/// version it signed and a route pinning one are refused (422, naming the version), and a
+/// start whose active version it signed is refused, naming the plugin.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_versions_signed_by_a_currently_trusted_key_are_used() {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let keypair = || {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    };
+    let (k1, k2) = (keypair(), keypair());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = std::fs::read(plugin_path("noop")).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let sign = |k: &Ed25519KeyPair| b64.encode(k.sign(digest.as_ref()).as_ref());
+    let state = tempfile::tempdir().unwrap();
+    let token = "sk_test_trusted_keys_0123456789abcdef";
+    let start = |keys: &[&Ed25519KeyPair]| {
+        warm_cache();
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|k| format!("\"{}\"", b64.encode(k.public_key().as_ref())))
+            .collect();
+        Gateway::try_start_with_env(
+            &crate::config(&format!(
+                "{}[state]\npath = \"{}\"\n\n[admin]\nbind = \"127.0.0.1:0\"\ntrusted_keys = [{}]\n",
+                policy_settings(),
+                state.path().join("store.redb").display(),
+                keys.join(", ")
+            )),
+            &[("SLUICE_ADMIN_TOKEN", token)],
+        )
+    };
+
+    // Both keys trusted: version 1 is signed by k1, version 2 (active) by k2.
+    let gw = start(&[&k1, &k2]).expect("start with both keys");
+    for k in [&k1, &k2] {
+        let sig = sign(k);
+        let r = admin(
+            &gw,
+            "POST",
+            "/v1/plugins/p/versions",
+            Some(token),
+            Some(bytes.clone()),
+            &[("x-sluice-signature", sig.as_str())],
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    drop(gw);
+
+    // k1 removed: version 2 serves, version 1 is not used.
+    let gw = start(&[&k2]).expect("start with k2: the active version is k2's");
+    let json_body = |v: Value| Some(v.to_string().into_bytes());
+    let r = admin(
+        &gw,
+        "POST",
+        "/v1/plugins/p/rollback",
+        Some(token),
+        json_body(json!({ "version": 1 })),
+        &[],
+    )
+    .await;
+    problem(&r, 422);
+    assert!(
+        r.body.contains("version 1 of plugin")
+            && r.body.contains("no longer in admin.trusted_keys"),
+        "{}",
+        r.body
+    );
+    let p = admin(&gw, "GET", "/v1/plugins/p", Some(token), None, &[]).await;
+    assert_eq!(p.json()["active"], 2, "{}", p.body);
+    for (reference, status) in [("p@1", 422), ("p@2", 201)] {
+        let route = json!({ "path_prefix": "/pin/", "respond": "echo", "policies": [{ "plugin": reference }] });
+        let r = admin(
+            &gw,
+            "PUT",
+            "/v1/routes/pin",
+            Some(token),
+            json_body(route),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, status, "{reference}: {}", r.body);
+    }
+    assert_eq!(get(&gw, "/pin/x").await.status, 200);
+    drop(gw);
+
+    // k2 removed: the active version is no longer trusted, and the gateway does not start.
+    let err = start(&[&k1])
+        .err()
+        .expect("a start with an untrusted active version");
+    assert!(
+        err.contains("plugins.p")
+            && err.contains("version 2 of plugin \"p\" was signed by a key no longer"),
+        "{err}"
     );
 }
 

@@ -60,6 +60,9 @@ pub(super) async fn require_token(
         )
         .into_response();
     }
+    // Handlers that show less to read-only tokens take the caller's role from here.
+    let mut req = req;
+    req.extensions_mut().insert(record.role);
     next.run(req).await
 }
 

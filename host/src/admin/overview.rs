@@ -2,26 +2,42 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use super::Admin;
 use super::problem::Problem;
 use super::resources::{ApiResult, check_if_match, name_of, parse, valid_name, with_etag};
-use crate::state::Managed;
+use crate::state::{Managed, Role};
 
 // ---------------------------------------------------------------- config and status
 
-/// The whole API-managed configuration with its revision (the ETag).
+/// The whole API-managed configuration with its revision (the ETag). Consumers' credential
+/// hashes, which a declarative `PUT` of the document needs back, are shown to admin tokens
+/// only: a read-only token sees the credentials without them.
 #[utoipa::path(get, path = "/v1/config", tag = "config",
     responses((status = 200, description = "The managed configuration")))]
-pub(super) async fn get_config(State(a): State<Arc<Admin>>) -> ApiResult {
+pub(super) async fn get_config(
+    State(a): State<Arc<Admin>>,
+    Extension(role): Extension<Role>,
+) -> ApiResult {
     let (m, revision) = a.control.managed()?;
-    let body = serde_json::to_value(&m).map_err(Problem::store)?;
+    let mut body = serde_json::to_value(&m).map_err(Problem::store)?;
+    if role != Role::Admin {
+        let consumers = body.get_mut("consumers").and_then(Value::as_object_mut);
+        for c in consumers.into_iter().flat_map(|c| c.values_mut()) {
+            let credentials = c.get_mut("credentials").and_then(Value::as_array_mut);
+            for k in credentials.into_iter().flatten() {
+                if let Some(k) = k.as_object_mut() {
+                    k.remove("sha256");
+                }
+            }
+        }
+    }
     Ok(with_etag(StatusCode::OK, &body, &format!("\"{revision}\"")))
 }
 

@@ -19,7 +19,7 @@ use super::problem::{FieldError, Problem};
 use super::resources::{ApiResult, Listing, check_if_match, etag_of, parse, with_etag};
 use crate::config::{Issue, KeyPath};
 use crate::policy::{Grants, check_component};
-use crate::state::{ManagedPlugin, PluginVersion, sha256_hex, unix_now};
+use crate::state::{ManagedPlugin, PluginVersion, sha256_hex, signature_verifies, unix_now};
 
 /// The header carrying the base64 Ed25519 signature over the component's SHA-256 digest.
 pub(super) const SIGNATURE_HEADER: &str = "x-sluice-signature";
@@ -176,7 +176,7 @@ pub(super) async fn upload(
     };
     let unprocessable = |what: String| Problem::invalid(what, Vec::new());
     let digest = sha256_hex(&bytes);
-    let signed = verify_signature(&settings.trusted_keys, &headers, &digest)?;
+    let signature = verify_signature(&settings.trusted_keys, &headers, &digest)?;
 
     let (current, _) = a.control.managed()?;
     let existing = current.plugins.get(&name);
@@ -260,7 +260,8 @@ pub(super) async fn upload(
         digest: digest.clone(),
         size: bytes.len() as u64,
         uploaded_at: unix_now(),
-        signed,
+        signed: signature.is_some(),
+        signature,
     };
     let (version, _) = a
         .control
@@ -292,16 +293,15 @@ pub(super) async fn upload(
 }
 
 /// Checks the upload's signature against the trusted keys (none configured: unsigned
-/// uploads are accepted). Returns whether a signature was verified.
+/// uploads are accepted). Returns the signature that verified.
 fn verify_signature(
     trusted: &[String],
     headers: &HeaderMap,
     digest: &str,
-) -> Result<bool, Problem> {
+) -> Result<Option<String>, Problem> {
     if trusted.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
-    let b64 = base64::engine::general_purpose::STANDARD;
     let bad = |why: &str| Problem::invalid(format!("signature: {why}"), Vec::new());
     let sig = headers
         .get(SIGNATURE_HEADER)
@@ -309,17 +309,14 @@ fn verify_signature(
         .ok_or_else(|| {
             bad("trusted keys are configured: the x-sluice-signature header is required")
         })?;
-    let sig = b64.decode(sig.trim()).map_err(|_| bad("not base64"))?;
-    let message = hex::decode(digest).map_err(|_| bad("digest"))?;
-    let ok = trusted.iter().any(|k| {
-        b64.decode(k.trim()).is_ok_and(|key| {
-            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
-                .verify(&message, &sig)
-                .is_ok()
-        })
-    });
-    if ok {
-        Ok(true)
+    if base64::engine::general_purpose::STANDARD
+        .decode(sig.trim())
+        .is_err()
+    {
+        return Err(bad("not base64"));
+    }
+    if signature_verifies(trusted, digest, sig) {
+        Ok(Some(sig.trim().to_owned()))
     } else {
         Err(bad("it does not verify against any trusted key"))
     }

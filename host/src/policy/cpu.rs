@@ -224,8 +224,14 @@ mod tests {
         let mut c = clocked(t0);
         // Preempted for 80 ms before its first check: it cannot have run more than the
         // 25 ms it was granted (and a tick), or it would have met the deadline sooner.
-        assert_eq!(c.check(BUDGET, sample(t0, 80, 0)), Verdict::Continue(24 * MS));
-        assert_eq!(c.check(BUDGET, sample(t0, 120, 5)), Verdict::Continue(19 * MS));
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 80, 0)),
+            Verdict::Continue(24 * MS)
+        );
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 120, 5)),
+            Verdict::Continue(19 * MS)
+        );
     }
 
     #[test]
@@ -234,11 +240,17 @@ mod tests {
         let mut c = clocked(t0);
         c.add_io_wait(500 * MS);
         // 520 ms of wall time, 500 of them waiting: 20 charged.
-        assert_eq!(c.check(BUDGET, sample(t0, 520, 20)), Verdict::Continue(30 * MS));
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 520, 20)),
+            Verdict::Continue(30 * MS)
+        );
         // Another wait before the next check: the thread's clock ran other tasks meanwhile,
         // so that stretch is charged in wall time less the wait.
         c.add_io_wait(100 * MS);
-        assert_eq!(c.check(BUDGET, sample(t0, 640, 400)), Verdict::Continue(10 * MS));
+        assert_eq!(
+            c.check(BUDGET, sample(t0, 640, 400)),
+            Verdict::Continue(10 * MS)
+        );
         assert_eq!(c.check(BUDGET, sample(t0, 650, 410)), Verdict::Interrupt);
     }
 

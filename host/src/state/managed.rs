@@ -60,6 +60,38 @@ pub struct PluginVersion {
     pub uploaded_at: u64,
     /// Whether a trusted key's signature was verified.
     pub signed: bool,
+    /// That signature (Ed25519 over the SHA-256 digest, base64), kept so that it is checked
+    /// again against the trusted keys of the day: a version signed by a key no longer
+    /// trusted is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl PluginVersion {
+    /// Whether its signature verifies against one of `trusted` (Ed25519 public keys,
+    /// base64).
+    pub fn trusted_by(&self, trusted: &[String]) -> bool {
+        self.signature
+            .as_deref()
+            .is_some_and(|sig| signature_verifies(trusted, &self.digest, sig))
+    }
+}
+
+/// Whether `signature` (base64) is an Ed25519 signature of the SHA-256 digest `digest_hex`
+/// by one of `trusted` (base64 public keys).
+pub fn signature_verifies(trusted: &[String], digest_hex: &str, signature: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Ok(sig), Ok(message)) = (b64.decode(signature.trim()), hex::decode(digest_hex)) else {
+        return false;
+    };
+    trusted.iter().any(|k| {
+        b64.decode(k.trim()).is_ok_and(|key| {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+                .verify(&message, &sig)
+                .is_ok()
+        })
+    })
 }
 
 /// An API consumer.
@@ -416,6 +448,7 @@ mod tests {
                     size: 3,
                     uploaded_at: 0,
                     signed: false,
+                    signature: None,
                 }],
                 active: Some(1),
                 ..Default::default()

@@ -25,7 +25,7 @@ pub use limiter::{RateLimiter, Shared};
 pub use local::LocalKv;
 pub use managed::{
     Consumer, Credential, Managed, ManagedPlugin, PluginVersion, Role, TokenChange, TokenRecord,
-    backup_file, sha256_hex, stored_form, unix_now,
+    backup_file, sha256_hex, signature_verifies, stored_form, unix_now,
 };
 pub use ratelimit::{Limit, LocalLimiter, Verdict};
 pub use redis::{Redis, RedisError, RedisKv};
