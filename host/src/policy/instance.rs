@@ -47,14 +47,20 @@ pub struct CallLimits {
     pub recycle_after: u32,
 }
 
+impl CallLimits {
+    /// The CPU and wall budgets of one call.
+    fn budget(&self) -> Budget {
+        Budget {
+            cpu: self.cpu,
+            wall: self.wall,
+        }
+    }
+}
+
 /// What happens when a call reaches an epoch deadline: the call is charged the CPU time it
 /// used (see [`super::cpu`]) and either interrupted or given its next deadline.
 fn check_deadline(limits: &CallLimits, cpu: &mut CpuClock) -> UpdateDeadline {
-    let budget = Budget {
-        cpu: limits.cpu,
-        wall: limits.wall,
-    };
-    match cpu.check(budget, Sample::take()) {
+    match cpu.check(limits.budget(), Sample::take()) {
         Verdict::Interrupt => UpdateDeadline::Interrupt,
         Verdict::Continue(left) => UpdateDeadline::Continue(ticks(left)),
     }
@@ -228,11 +234,7 @@ impl PolicyInstance {
     /// that never returns to the host (the wall-clock timer around an async call is not
     /// polled while the guest runs).
     fn first_deadline_ticks(&self) -> u64 {
-        let budget = Budget {
-            cpu: self.limits.cpu,
-            wall: self.limits.wall,
-        };
-        ticks(budget.first_check())
+        ticks(self.limits.budget().first_check())
     }
 
     /// Starts the epoch deadline of a call and its CPU clock. A fiber-less call cannot wait,
