@@ -186,51 +186,46 @@ mod tests {
         }
     }
 
+    /// Checks `c` at each (wall ms, thread CPU ms) in turn, expecting the verdicts given
+    /// (`Some(ms)`: check again in that long; `None`: interrupt).
+    fn expect(c: &mut CpuClock, t0: Instant, steps: &[(u64, u64, Option<u64>)]) {
+        for &(wall, cpu, want) in steps {
+            let want = want.map_or(Verdict::Interrupt, |ms| {
+                Verdict::Continue(Duration::from_millis(ms))
+            });
+            assert_eq!(c.check(BUDGET, sample(t0, wall, cpu)), want, "at {wall} ms");
+        }
+    }
+
     #[test]
     fn a_guest_running_all_the_time_is_interrupted_at_its_budget() {
         let t0 = Instant::now();
-        let mut c = clocked(t0);
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 25, 25)),
-            Verdict::Continue(25 * MS)
-        );
-        assert_eq!(c.check(BUDGET, sample(t0, 50, 50)), Verdict::Interrupt);
+        expect(&mut clocked(t0), t0, &[(25, 25, Some(25)), (50, 50, None)]);
     }
 
     #[test]
     fn a_preempted_call_is_charged_only_the_cpu_it_used_and_is_bounded_by_its_wall_budget() {
         let t0 = Instant::now();
-        let mut c = clocked(t0);
-        // Starved: the first half is charged in wall time, then only what the thread ran.
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 25, 0)),
-            Verdict::Continue(25 * MS)
-        );
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 50, 2)),
-            Verdict::Continue(23 * MS)
-        );
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 1000, 12)),
-            Verdict::Continue(13 * MS)
-        );
-        // The wall budget still ends it.
-        assert_eq!(c.check(BUDGET, sample(t0, 2000, 13)), Verdict::Interrupt);
+        // Starved: the first half is charged in wall time, then only what the thread ran,
+        // until the wall budget ends it.
+        let steps = [
+            (25, 0, Some(25)),
+            (50, 2, Some(23)),
+            (1000, 12, Some(13)),
+            (2000, 13, None),
+        ];
+        expect(&mut clocked(t0), t0, &steps);
     }
 
     #[test]
     fn a_call_starved_before_its_first_deadline_is_charged_at_most_the_time_it_was_granted() {
         let t0 = Instant::now();
-        let mut c = clocked(t0);
         // Preempted for 80 ms before its first check: it cannot have run more than the
         // 25 ms it was granted (and a tick), or it would have met the deadline sooner.
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 80, 0)),
-            Verdict::Continue(24 * MS)
-        );
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 120, 5)),
-            Verdict::Continue(19 * MS)
+        expect(
+            &mut clocked(t0),
+            t0,
+            &[(80, 0, Some(24)), (120, 5, Some(19))],
         );
     }
 
@@ -240,18 +235,11 @@ mod tests {
         let mut c = clocked(t0);
         c.add_io_wait(500 * MS);
         // 520 ms of wall time, 500 of them waiting: 20 charged.
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 520, 20)),
-            Verdict::Continue(30 * MS)
-        );
+        expect(&mut c, t0, &[(520, 20, Some(30))]);
         // Another wait before the next check: the thread's clock ran other tasks meanwhile,
         // so that stretch is charged in wall time less the wait.
         c.add_io_wait(100 * MS);
-        assert_eq!(
-            c.check(BUDGET, sample(t0, 640, 400)),
-            Verdict::Continue(10 * MS)
-        );
-        assert_eq!(c.check(BUDGET, sample(t0, 650, 410)), Verdict::Interrupt);
+        expect(&mut c, t0, &[(640, 400, Some(10)), (650, 410, None)]);
     }
 
     #[test]
