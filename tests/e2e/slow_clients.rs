@@ -509,6 +509,33 @@ async fn waiting_on_a_slow_upstream_does_not_count_against_the_client_read_rate(
     assert_eq!((r.status, r.body.len()), (200, 7 * 64 * 1024));
 }
 
+/// A bodiless request waiting on its upstream keeps its connection past `idle_timeout`: the
+/// route's timeout governs that wait (504 when it passes), not the connection's idle timeout,
+/// which would close the connection with no answer at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_waiting_on_its_upstream_is_answered_past_the_idle_timeout() {
+    let up = Upstream::with(|req| async move {
+        if req.uri().path() != "/late" {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        Response::new(sluice_tests::upstream::full("late"))
+    })
+    .await;
+    let gw = Gateway::start(&cfg(
+        "",
+        &format!(
+            "{}timeout = \"1500ms\"\n",
+            proxy_to(up.addr, "[limits]\nidle_timeout = \"300ms\"\n")
+        ),
+    ));
+    let r = get(&gw.url("main", "/late"), &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "late"));
+    let r = get(&gw.url("main", "/never"), &[]).await;
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(r.body.contains("upstream_timeout"), "{}", r.body);
+}
+
 /// An HTTP/2 connection that goes quiet after a request is closed after `idle_timeout`, as
 /// an HTTP/1 one is. (That the gateway sends no keep-alive pings, whose answers kept such a
 /// connection busy, is not shown here: hyper's ping interval was 30 s, beyond this test.)

@@ -252,7 +252,12 @@ pub(super) async fn forward(
             std::mem::take(&mut headers)
         };
         let in_flight = InFlight::enter(group.clone(), idx);
+        // A bodiless request waits on the upstream alone: until the head arrives the route's
+        // deadline governs, not the connection's idle timeout. (A request with a body may
+        // be waiting on its client, which the idle timeout is for.)
+        let waiting = replayable.then(|| ctx.conn.activity.waiting());
         let result = tokio::time::timeout_at(deadline, group.client.request(up)).await;
+        drop(waiting);
         match result {
             Err(_) => {
                 // Waiting for the client to send more of its body, the client is late, not

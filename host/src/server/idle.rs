@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,31 +20,65 @@ fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
-/// The last-activity stamp shared by the wrapper and the watchdog.
+/// The last-activity stamp shared by the wrapper and the watchdog, and how many requests on
+/// the connection are waiting on their upstream.
 #[derive(Clone)]
-pub struct Activity(Arc<AtomicU64>);
+pub struct Activity(Arc<Stamps>);
+
+struct Stamps {
+    last: AtomicU64,
+    waiting: AtomicUsize,
+}
 
 impl Activity {
     /// A stamp set to now.
     pub fn new() -> Self {
-        Self(Arc::new(AtomicU64::new(now_ms())))
+        Self(Arc::new(Stamps {
+            last: AtomicU64::new(now_ms()),
+            waiting: AtomicUsize::new(0),
+        }))
     }
 
     /// Sets the stamp to now.
     pub fn touch(&self) {
-        self.0.store(now_ms(), Ordering::Relaxed);
+        self.0.last.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Resolves once no byte has moved for `timeout`.
+    /// Marks a request as waiting on its upstream (and on nothing from the client) until the
+    /// guard is dropped: meanwhile the connection is not idle. That wait has its own deadline
+    /// (the route's timeout, a 504 when it passes); an idle timeout shorter than it would
+    /// close the connection with no answer instead.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.0.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self)
+    }
+
+    /// Resolves once no byte has moved for `timeout` and no request is waiting on its
+    /// upstream.
     pub async fn idle_for(&self, timeout: Duration) {
         let limit = timeout.as_millis() as u64;
         loop {
-            let idle = now_ms().saturating_sub(self.0.load(Ordering::Relaxed));
+            if self.0.waiting.load(Ordering::Relaxed) > 0 {
+                // The guard's drop stamps the end of the wait: idle time counts from there.
+                tokio::time::sleep(timeout).await;
+                continue;
+            }
+            let idle = now_ms().saturating_sub(self.0.last.load(Ordering::Relaxed));
             if idle >= limit {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(limit - idle)).await;
         }
+    }
+}
+
+/// A request waiting on its upstream (see [`Activity::waiting`]).
+pub struct Waiting<'a>(&'a Activity);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
