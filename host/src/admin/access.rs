@@ -16,7 +16,8 @@ use super::Admin;
 use super::auth::new_secret;
 use super::problem::Problem;
 use super::resources::{
-    ApiResult, Listing, check_if_match, created_or_ok, etag_of, parse, valid_name, with_etag,
+    ApiResult, Listing, check_if_match, created_or_ok, etag_of, parse, remove_matching, valid_name,
+    with_etag,
 };
 use crate::state::{Consumer, Credential, Role, TokenChange, TokenRecord, sha256_hex, unix_now};
 
@@ -119,13 +120,9 @@ pub(super) async fn delete_consumer(
     a.control
         .change(
             |m| {
-                let c = m
-                    .consumers
-                    .get(&name)
-                    .ok_or_else(|| Problem::not_found(format!("no consumer {name:?}")))?;
-                check_if_match(&headers, Some(&etag_of(c)))?;
-                m.consumers.remove(&name);
-                Ok::<_, Problem>(())
+                remove_matching(&mut m.consumers, &name, &headers, || {
+                    Problem::not_found(format!("no consumer {name:?}"))
+                })
             },
             vec![],
         )

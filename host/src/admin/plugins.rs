@@ -16,7 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Admin;
 use super::problem::{FieldError, Problem};
-use super::resources::{ApiResult, Listing, check_if_match, etag_of, parse, with_etag};
+use super::resources::{
+    ApiResult, Listing, check_if_match, etag_of, parse, remove_matching, with_etag,
+};
 use crate::config::{Issue, KeyPath};
 use crate::policy::{Grants, check_component};
 use crate::state::{ManagedPlugin, PluginVersion, sha256_hex, signature_verifies, unix_now};
@@ -115,13 +117,9 @@ pub(super) async fn delete_plugin(
     a.control
         .change(
             |m| {
-                let p = m
-                    .plugins
-                    .get(&name)
-                    .ok_or_else(|| Problem::not_found(format!("no uploaded plugin {name:?}")))?;
-                check_if_match(&headers, Some(&etag_of(p)))?;
-                m.plugins.remove(&name);
-                Ok::<_, Problem>(())
+                remove_matching(&mut m.plugins, &name, &headers, || {
+                    Problem::not_found(format!("no uploaded plugin {name:?}"))
+                })
             },
             vec![],
         )

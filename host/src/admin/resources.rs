@@ -25,6 +25,20 @@ pub(super) fn etag_of(v: &impl Serialize) -> String {
     format!("\"{}\"", &sha256_hex(&bytes)[..20])
 }
 
+/// Removes `name` from `map` (a managed resource kind) if `If-Match` matches it; `missing`
+/// is the 404 when there is no such entry.
+pub(super) fn remove_matching<T: Serialize>(
+    map: &mut std::collections::BTreeMap<String, T>,
+    name: &str,
+    headers: &HeaderMap,
+    missing: impl FnOnce() -> Problem,
+) -> Result<(), Problem> {
+    let current = map.get(name).ok_or_else(missing)?;
+    check_if_match(headers, Some(&etag_of(current)))?;
+    map.remove(name);
+    Ok(())
+}
+
 /// 412 unless `If-Match` is absent, `*`, or `current` (an `If-Match` that cannot be read
 /// matches nothing).
 pub(super) fn check_if_match(headers: &HeaderMap, current: Option<&str>) -> Result<(), Problem> {
@@ -287,12 +301,9 @@ pub(super) async fn delete_upstream(
     a.control
         .change(
             |m| {
-                let u = m.upstreams.get(&name).ok_or_else(|| {
+                remove_matching(&mut m.upstreams, &name, &headers, || {
                     Problem::not_found(format!("no API-managed upstream {name:?}"))
-                })?;
-                check_if_match(&headers, Some(&etag_of(u)))?;
-                m.upstreams.remove(&name);
-                Ok::<_, Problem>(())
+                })
             },
             vec![],
         )
