@@ -75,9 +75,9 @@ struct Warm {
     store: Store<HostState>,
     exports: Exports,
     uses: u32,
-    /// For an instance created for the call about to be made: the wall deadline its
-    /// creation started, which that call shares (creation, `init` and the call together
-    /// get one wall budget, not one each).
+    /// For an instance created for the call about to be made, on a fiber: the wall deadline
+    /// its creation started, which that call shares (creation, `init` and the call together
+    /// get one wall budget, not one each). Fiber-less calls have no wall-clock timer.
     deadline: Option<tokio::time::Instant>,
 }
 
@@ -270,7 +270,9 @@ impl PolicyInstance {
 
     async fn instantiate_once(&self) -> Result<Warm, Attempt> {
         let _ticking = self.ticker.enter();
-        let deadline = tokio::time::Instant::now() + self.limits.wall;
+        // Only a fiber can wait, so only a fiber's calls need a wall-clock timer (a
+        // fiber-less call reads no clock: the epoch deadline bounds it).
+        let deadline = (!self.sync).then(|| tokio::time::Instant::now() + self.limits.wall);
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let mut state = HostState::new(self.caps.clone(), self.limits.max_memory);
         if self.wasi {
@@ -284,12 +286,13 @@ impl PolicyInstance {
             Ok(check_deadline(&limits, &mut ctx.data_mut().cpu))
         });
         self.arm(&mut store);
-        let instance = if self.sync {
-            self.pre.instantiate(&mut store)
-        } else {
-            tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut store))
-                .await
-                .map_err(|_| PolicyError::Timeout)?
+        let instance = match deadline {
+            None => self.pre.instantiate(&mut store),
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut store))
+                    .await
+                    .map_err(|_| PolicyError::Timeout)?
+            }
         }
         .map_err(|e| {
             if e.chain()
@@ -320,7 +323,7 @@ impl PolicyInstance {
             store,
             exports,
             uses: 0,
-            deadline: Some(deadline),
+            deadline,
         })
     }
 
@@ -344,13 +347,14 @@ impl PolicyInstance {
     }
 
     /// Calls `f` with `args`: on the caller's stack for a fiber-less policy, else on a fiber
-    /// bounded by the wall-clock `deadline` (`Err` when it passes).
+    /// bounded by the wall-clock `deadline` (the call's own wall budget from now when none
+    /// is given; `Err` when it passes).
     async fn call<P, R>(
         &self,
         store: &mut Store<HostState>,
         f: TypedFunc<P, (R,)>,
         args: P,
-        deadline: tokio::time::Instant,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<wasmtime::Result<R>, tokio::time::error::Elapsed>
     where
         P: ComponentNamedList + Lower + Send + Sync,
@@ -359,22 +363,21 @@ impl PolicyInstance {
         if self.sync {
             return Ok(f.call(store, args).map(|(r,)| r));
         }
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.limits.wall);
         tokio::time::timeout_at(deadline, f.call_async(store, args))
             .await
             .map(|r| r.map(|(r,)| r))
     }
 
     /// Takes an instance and moves `data` into its store for one call; returns the call's
-    /// wall deadline (shared with the instance's creation when it was created for it).
+    /// wall deadline when it shares the one its instance's creation started (see
+    /// [`Warm::deadline`]).
     async fn begin(
         &self,
         data: &mut CallData,
-    ) -> Result<(Warm, tokio::time::Instant), PolicyError> {
+    ) -> Result<(Warm, Option<tokio::time::Instant>), PolicyError> {
         let mut w = self.take().await?;
-        let deadline = w
-            .deadline
-            .take()
-            .unwrap_or_else(|| tokio::time::Instant::now() + self.limits.wall);
+        let deadline = w.deadline.take();
         std::mem::swap(&mut w.store.data_mut().call, data);
         self.arm(&mut w.store);
         Ok((w, deadline))
