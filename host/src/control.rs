@@ -163,10 +163,11 @@ fn check_trusted(trusted_keys: &[String], name: &str, v: &PluginVersion) -> Resu
     if trusted_keys.is_empty() || v.trusted_by(trusted_keys) {
         return Ok(());
     }
-    let how = if v.signature.is_some() {
-        "was signed by a key no longer in admin.trusted_keys"
-    } else {
-        "was uploaded unsigned"
+    let how = match (&v.signature, v.signed) {
+        (Some(_), _) => "was signed by a key no longer in admin.trusted_keys",
+        // Stored before versions kept their signature: it cannot be checked again.
+        (None, true) => "was signed before signatures were kept, so it cannot be checked again",
+        (None, false) => "was uploaded unsigned",
     };
     Err(format!(
         "version {} of plugin {name:?} {how}; only versions signed by a trusted key are \
@@ -285,26 +286,12 @@ pub fn materialise_plugins(
     Ok(())
 }
 
-/// Writes a component file atomically (owner-only).
+/// Writes a component file atomically (owner-only, in an owner-only directory).
 pub fn write_component(dir: &Path, digest: &str, bytes: &[u8]) -> Result<PathBuf, String> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::private::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("{digest}.wasm"));
-    let tmp = dir.join(format!(".{digest}.wasm.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::io::Write::write_all(&mut f, bytes).map_err(|e| e.to_string())?;
-    f.sync_all().map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
+    crate::private::write_private_file(&path, bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
 
