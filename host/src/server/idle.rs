@@ -58,7 +58,8 @@ impl Activity {
     pub async fn idle_for(&self, timeout: Duration) {
         let limit = timeout.as_millis() as u64;
         loop {
-            if self.0.waiting.load(Ordering::Relaxed) > 0 {
+            // Acquire pairs with the guard's Release: a wait seen over has its stamp seen.
+            if self.0.waiting.load(Ordering::Acquire) > 0 {
                 // The guard's drop stamps the end of the wait: idle time counts from there.
                 tokio::time::sleep(timeout).await;
                 continue;
@@ -78,7 +79,7 @@ pub struct Waiting<'a>(&'a Activity);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.0.waiting.fetch_sub(1, Ordering::Release);
     }
 }
 
