@@ -95,22 +95,22 @@ pub struct Outbound {
     max_bytes: usize,
 }
 
-/// Headers a policy may not set on an outbound request: `Host` (the URL's authority is
-/// sent) and those that frame or route the connection (RFC 9110 §7.6.1).
+/// Headers a policy may not set on an outbound request: the hop-by-hop ones the proxy
+/// never forwards (RFC 9110 §7.6.1), and those that frame, route or authenticate the
+/// request (`Host`: the URL's authority is sent).
 fn is_reserved_outbound_header(name: &str) -> bool {
-    const RESERVED: [&str; 10] = [
+    const FRAMING: [&str; 5] = [
         "host",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
         "proxy-authorization",
         "te",
         "trailer",
-        "transfer-encoding",
-        "upgrade",
         "content-length",
     ];
-    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
+    crate::proxy::headers::HOP_BY_HOP
+        .iter()
+        .map(|h| h.as_str())
+        .chain(FRAMING)
+        .any(|r| r.eq_ignore_ascii_case(name))
 }
 
 /// Longest an outbound request may take.

@@ -511,10 +511,8 @@ impl outbound_http::Host for HostState {
         url: String,
         headers: Vec<types::Header>,
     ) -> wasmtime::Result<Result<outbound_http::Response, outbound_http::HttpError>> {
-        let started = Instant::now();
-        let response = self.caps.outbound.get(&url, headers).await;
-        self.cpu.add_io_wait(started.elapsed());
-        Ok(response)
+        let caps = self.caps.clone();
+        Ok(self.io(caps.outbound.get(&url, headers)).await)
     }
 }
 
