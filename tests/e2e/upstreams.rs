@@ -516,6 +516,40 @@ async fn a_reload_keeps_a_targets_ejection() {
     assert_eq!(a.hits(), 1);
 }
 
+/// Health-check thresholds count probes an interval apart, even across a burst of reloads:
+/// a checker that took over its targets' probe streaks waits an interval before it probes,
+/// so five quick reloads are not five failed probes that eject a target at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_reloads_does_not_count_as_health_probes() {
+    let a = Upstream::with(|req| async move {
+        let status = if req.uri().path() == "/healthz" {
+            503
+        } else {
+            200
+        };
+        let mut r = Response::new(full("a"));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r
+    })
+    .await;
+    let file = |n: usize| {
+        config(&format!(
+            "[upstreams.u]\ntargets = [{}]\nhealth_check = {{ path = \"/healthz\", interval = \"30s\", unhealthy_threshold = 3 }}\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n\n[[routes]]\nname = \"n{n}\"\npath = \"/n{n}\"\nrespond = \"echo\"\n",
+            target(a.addr)
+        ))
+    };
+    let gw = Gateway::start(&file(0));
+    for n in 1..=5 {
+        std::fs::write(gw.config_path(), file(n)).unwrap();
+        gw.signal("HUP");
+        assert!(gw.wait_stderr_count(|l| l.contains("configuration reloaded"), n, DEADLINE));
+    }
+    // One probe so far (the first checker's), under the threshold: `a` still serves.
+    let r = get_on(&sluice_tests::client(), &gw.url("main", "/"), &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "a"));
+    assert_eq!(a.hits(), 2, "one probe and the request");
+}
+
 /// Passive ejection cannot take a whole upstream out: with every target ejected, requests
 /// still reach them instead of getting 503.
 #[tokio::test(flavor = "multi_thread")]

@@ -244,10 +244,11 @@ impl Snapshot {
     /// over what `previous`, the snapshot it replaces, learned about upstream targets.
     pub fn activate(&self, previous: Option<&Snapshot>) {
         for (name, g) in &self.upstreams {
-            if let Some(old) = previous.and_then(|p| p.upstreams.get(name)) {
+            let old = previous.and_then(|p| p.upstreams.get(name));
+            if let Some(old) = old {
                 g.inherit(old);
             }
-            g.start_health_checks();
+            g.start_health_checks(old.is_some());
         }
         // Upstreams the new configuration dropped stop probing too.
         for (name, old) in previous.map(|p| &p.upstreams).into_iter().flatten() {

@@ -4,6 +4,7 @@
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use http::{Request, Uri};
 
@@ -11,10 +12,15 @@ use super::UpstreamGroup;
 use crate::body;
 use crate::config::HealthCheck;
 
-/// Spawns the probing loop; it exits when the group is gone or retired.
-pub(super) fn spawn(group: Weak<UpstreamGroup>, hc: HealthCheck) {
+/// Spawns the probing loop; it exits when the group is gone or retired. A checker that
+/// took over its targets' probe streaks (`inherited`, on a reload) first probes one interval
+/// from now: probing at once would count each reload of a burst as a probe, and a target
+/// would pass or fail its thresholds long before they had been met in time.
+pub(super) fn spawn(group: Weak<UpstreamGroup>, hc: HealthCheck, inherited: bool) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(hc.interval.get());
+        let every = hc.interval.get();
+        let first = tokio::time::Instant::now() + if inherited { every } else { Duration::ZERO };
+        let mut tick = tokio::time::interval_at(first, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -323,9 +323,11 @@ impl UpstreamGroup {
     }
 
     /// Starts active health checking, if configured. The task stops when the group is dropped.
-    pub fn start_health_checks(self: &Arc<Self>) {
+    /// `inherited`: the group took over an older one's targets ([`Self::inherit`]), so its
+    /// first probe waits an interval.
+    pub fn start_health_checks(self: &Arc<Self>, inherited: bool) {
         if let Some(hc) = self.health.clone() {
-            health::spawn(Arc::downgrade(self), hc);
+            health::spawn(Arc::downgrade(self), hc, inherited);
         }
     }
 }
