@@ -134,8 +134,10 @@ impl LocalLimiter {
         let tolerance = interval.saturating_mul(burst);
         let cost = u64::from(cost.max(1));
         let (hash, fingerprint) = (self.hasher.hash_one(key), self.fingerprint.hash_one(key));
-        // The top bits pick the shard; the table uses the low bits.
-        let mut shard = self.shards[(hash >> 58) as usize % SHARDS]
+        // The fingerprint (an independent hash) picks the shard: the table's control bytes
+        // come from `hash`'s top bits, which would take few values within a shard picked by
+        // them too.
+        let mut shard = self.shards[(fingerprint >> 58) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let found = shard.find_mut(hash, |e| e.0 == hash && e.1 == fingerprint);
