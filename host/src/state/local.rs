@@ -259,6 +259,9 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let outcome = (|| -> Result<(), super::StoreError> {
             let tx = self.db.inner().begin_write().map_err(io)?;
+            // A batch of sweep steps that removed nothing changed nothing: it is not
+            // committed (every commit is durable, an fsync).
+            let mut changed = false;
             {
                 let mut kv = tx.open_table(KV).map_err(io)?;
                 let mut counts = tx.open_table(KV_COUNTS).map_err(io)?;
@@ -266,15 +269,22 @@ impl Writer {
                 for job in batch.iter_mut() {
                     results.push(match job {
                         Job::Write { ns, key, op, .. } => {
+                            changed = true;
                             Ok(self.apply(&mut kv, &mut counts, ns, key, op, now)?)
                         }
                         Job::Sweep { from, .. } => {
-                            Err(sweep_step(&mut kv, &mut counts, from.take(), now)?)
+                            let step = sweep_step(&mut kv, &mut counts, from.take(), now)?;
+                            changed |= step.removed > 0;
+                            Err(step)
                         }
                     });
                 }
             }
-            tx.commit().map_err(io)
+            if changed {
+                tx.commit().map_err(io)
+            } else {
+                tx.abort().map_err(io)
+            }
         })();
         // The batch's purges were rolled back with it: what was learnt of expiries then is
         // forgotten (the next write at a quota rescans).
