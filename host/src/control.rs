@@ -415,9 +415,8 @@ impl Control {
         // What is stored must read back: a document nested past the JSON reader's depth
         // limit (a policy `config` 120 tables deep) would make the store unreadable, and
         // with it every later change, reload and start.
-        if let Err(e) = crate::state::stored_form(&managed) {
-            return Err(ApplyError::Invalid(vec![(String::new(), e)]));
-        }
+        let json = crate::state::stored_form(&managed)
+            .map_err(|e| ApplyError::Invalid(vec![(String::new(), e)]))?;
         let loaded = self.loaded();
         let dir = plugin_dir(&loaded.config.state);
         // Files and the store are written off the request workers (fsyncs).
@@ -442,7 +441,7 @@ impl Control {
         let commit = tokio::spawn(async move {
             let _serial = serial;
             let revision = db
-                .off_workers(move |db| db.put_managed(&managed, revision, &blobs))
+                .off_workers(move |db| db.put_managed(&managed, &json, revision, &blobs))
                 .await
                 .map_err(|e| ApplyError::Store(e.to_string()))?;
             next.activate(Some(&shared.snapshot.load()));

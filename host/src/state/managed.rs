@@ -192,16 +192,17 @@ impl Db {
         Ok((doc, revision))
     }
 
-    /// Replaces the managed resources if the stored revision is still `expected`, storing
-    /// `blobs` (digest → bytes) and dropping the components no plugin version of `doc` refers
-    /// to any more (a deleted plugin's), in the same transaction; returns the new revision.
+    /// Replaces the managed resources with `doc`, whose [`stored_form`] is `json`, if the
+    /// stored revision is still `expected`, storing `blobs` (digest → bytes) and dropping the
+    /// components no plugin version of `doc` refers to any more (a deleted plugin's), in the
+    /// same transaction; returns the new revision.
     pub fn put_managed(
         &self,
         doc: &Managed,
+        json: &[u8],
         expected: u64,
         blobs: &[(String, Vec<u8>)],
     ) -> Result<u64, StoreError> {
-        let json = stored_form(doc).map_err(StoreError::Io)?;
         let tx = self.inner().begin_write().map_err(io)?;
         let next = {
             let mut meta = tx.open_table(META).map_err(io)?;
@@ -216,7 +217,7 @@ impl Db {
         };
         tx.open_table(CONFIG)
             .map_err(io)?
-            .insert(DOC, json.as_slice())
+            .insert(DOC, json)
             .map_err(io)?;
         {
             let mut table = tx.open_table(BLOBS).map_err(io)?;
@@ -454,18 +455,19 @@ mod tests {
                 ..Default::default()
             },
         );
-        let r1 = db
-            .put_managed(&next, 0, &[("abc".into(), vec![1, 2, 3])])
-            .unwrap();
+        let put = |doc: &Managed, expected, blobs: &[(String, Vec<u8>)]| {
+            db.put_managed(doc, &stored_form(doc).unwrap(), expected, blobs)
+        };
+        let r1 = put(&next, 0, &[("abc".into(), vec![1, 2, 3])]).unwrap();
         assert_eq!(r1, 1);
         assert_eq!(db.managed().unwrap(), (next.clone(), 1));
         assert_eq!(db.blob("abc").unwrap(), Some(vec![1, 2, 3]));
-        let stale = db.put_managed(&Managed::default(), 0, &[]);
+        let stale = put(&Managed::default(), 0, &[]);
         assert!(stale.is_err(), "a stale revision is refused");
         assert_eq!(db.managed().unwrap().1, 1);
         // Deleting the plugin drops its component.
         next.plugins.clear();
-        db.put_managed(&next, 1, &[]).unwrap();
+        put(&next, 1, &[]).unwrap();
         assert_eq!(db.blob("abc").unwrap(), None);
     }
 
