@@ -145,7 +145,8 @@ pub(super) struct UploadQuery {
     params(("name" = String, Path, description = "Plugin name"), UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses((status = 201, description = "Stored and live: name, version, digest"),
-              (status = 413, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem)))]
+              (status = 413, description = "Problem details (RFC 9457)", body = Problem), (status = 422, description = "Problem details (RFC 9457)", body = Problem),
+              (status = 503, description = "Another upload is still compiling (Problem details)", body = Problem)))]
 pub(super) async fn upload(
     State(a): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -223,14 +224,31 @@ pub(super) async fn upload(
         .policy_env
         .runtime()
         .map_err(|e| Problem::store(e.to_string()))?;
+    // One compile at a time: waiting for another upload's is not this one's compile time
+    // (a compile that outlived its timeout still runs, holding the permit), and the wait
+    // has its own bound.
+    let permit = match tokio::time::timeout(
+        settings.compile_timeout.get(),
+        a.compiling.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(permit) => permit.map_err(|e| Problem::store(e.to_string()))?,
+        Err(_) => {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "another upload was still compiling after admin.compile_timeout ({:?}); retry later",
+                    settings.compile_timeout.get()
+                ),
+            ));
+        }
+    };
     let compile = {
-        let (runtime, bytes, compiling) = (runtime.clone(), bytes.clone(), a.compiling.clone());
+        let (runtime, bytes) = (runtime.clone(), bytes.clone());
         async move {
             // The permit goes with the compile: one that outlives the timeout still holds it.
-            let permit = compiling
-                .acquire_owned()
-                .await
-                .map_err(|e| Problem::store(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 runtime.compile(&bytes)
