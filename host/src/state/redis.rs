@@ -100,7 +100,8 @@ impl Redis {
             let up = self.up.clone();
             let name = target.clone();
             client.on_reconnect(move |server| {
-                if !up.send_replace(true) {
+                // Receivers are woken on transitions only, not on every client's reconnect.
+                if up.send_if_modified(|v| !std::mem::replace(v, true)) {
                     tracing::info!(redis = %name, %server, "redis connected");
                 }
                 async { Ok(()) }
@@ -110,7 +111,7 @@ impl Redis {
             let name = target.clone();
             client.on_error(move |(error, server)| {
                 let any_up = pool.clients().iter().any(|c| c.is_connected());
-                if !any_up && up.send_replace(false) {
+                if !any_up && up.send_if_modified(|v| std::mem::replace(v, false)) {
                     tracing::warn!(redis = %name, server = ?server, %error, "redis unavailable; reconnecting");
                 }
                 async { Ok(()) }
