@@ -149,8 +149,9 @@ impl IdleInstances {
 }
 
 impl PolicyRuntime {
-    /// Creates the engine and starts its epoch ticker. `cache_dir` (created with owner-only
-    /// permissions) keeps compiled artifacts between runs; the pool holds `instances`
+    /// Creates the engine and starts its epoch ticker. `cache_dir` keeps compiled artifacts
+    /// between runs (created owner-only when missing; not used when others could write to
+    /// it, see [`crate::private::check_private_dir`]); the pool holds `instances`
     /// instances at once (across all plugins).
     pub fn new(cache_dir: Option<PathBuf>, instances: u32) -> Result<Arc<Self>, PolicyError> {
         let instances = instances.max(1);

@@ -190,7 +190,7 @@ impl PolicyInstance {
             world,
             wasi,
             wasi_clocks: grants.has(Capability::Clock),
-            sync: !wasi && !needs_fiber(runtime.engine(), component, io),
+            sync: !needs_fiber(runtime.engine(), component, io),
             config_json,
             caps,
             mode,
