@@ -87,6 +87,8 @@ struct Baseline {
     io_wait: Duration,
     wall_used: Duration,
     charged: Duration,
+    /// The time the check granted until the next one.
+    granted: Duration,
 }
 
 /// The CPU time of a call (see the module documentation).
@@ -99,8 +101,6 @@ pub struct CpuClock {
     io_wait: Duration,
     /// The clocks at the last check (none before the first).
     baseline: Option<Baseline>,
-    /// The time granted at the last check (none before the first: the first deadline).
-    granted: Option<Duration>,
 }
 
 impl CpuClock {
@@ -130,11 +130,11 @@ impl CpuClock {
             .get_or_insert_with(|| s.now.checked_sub(budget.first_check()).unwrap_or(s.now));
         let elapsed = s.now.saturating_duration_since(started);
         let wall_used = elapsed.saturating_sub(self.io_wait);
-        let (last_wall, last_charged) =
-            self.baseline.map_or((Duration::ZERO, Duration::ZERO), |b| {
-                (b.wall_used, b.charged)
-            });
-        let granted = self.granted.unwrap_or_else(|| budget.first_check()) + EPOCH_TICK;
+        // Before the first check: nothing charged, and the first deadline granted.
+        let (last_wall, last_charged, granted) = self.baseline.map_or(
+            (Duration::ZERO, Duration::ZERO, budget.first_check()),
+            |b| (b.wall_used, b.charged, b.granted),
+        );
         let since = match self.baseline {
             // Still on the same thread with no I/O wait since the last check: the thread
             // ran nothing else, and its CPU clock is the call's.
@@ -143,21 +143,29 @@ impl CpuClock {
             }
             _ => None,
         }
-        .unwrap_or_else(|| wall_used.saturating_sub(last_wall).min(granted));
+        .unwrap_or_else(|| {
+            wall_used
+                .saturating_sub(last_wall)
+                .min(granted + EPOCH_TICK)
+        });
         let charged = last_charged + since;
+        let verdict = if charged >= budget.cpu || elapsed >= budget.wall {
+            Verdict::Interrupt
+        } else {
+            Verdict::Continue((budget.cpu - charged).min(budget.wall - elapsed))
+        };
         self.baseline = Some(Baseline {
             thread: s.thread,
             cpu: s.cpu,
             io_wait: self.io_wait,
             wall_used,
             charged,
+            granted: match verdict {
+                Verdict::Continue(next) => next,
+                Verdict::Interrupt => Duration::ZERO,
+            },
         });
-        if charged >= budget.cpu || elapsed >= budget.wall {
-            return Verdict::Interrupt;
-        }
-        let next = (budget.cpu - charged).min(budget.wall - elapsed);
-        self.granted = Some(next);
-        Verdict::Continue(next)
+        verdict
     }
 }
 
