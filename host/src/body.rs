@@ -147,8 +147,12 @@ impl Upload {
     }
 }
 
-/// `body` and its [`Upload`] state.
-pub fn watch_upload(body: BoxBody) -> (BoxBody, Arc<Upload>) {
+/// `body` and its [`Upload`] state; `on_end` is called when the body's end is seen (perhaps
+/// more than once).
+pub fn watch_upload(
+    body: BoxBody,
+    mut on_end: impl FnMut() + Send + Unpin + 'static,
+) -> (BoxBody, Arc<Upload>) {
     let first = if body.is_end_stream() {
         ENDED
     } else {
@@ -160,7 +164,10 @@ pub fn watch_upload(body: BoxBody) -> (BoxBody, Arc<Upload>) {
         let now = match seen {
             Seen::Pending => WAITING,
             Seen::Frame(_) => HANDED_ON,
-            Seen::End => ENDED,
+            Seen::End => {
+                on_end();
+                ENDED
+            }
         };
         seen_by.0.store(now, Ordering::Release);
         Ok(())
@@ -255,10 +262,14 @@ mod tests {
     }
 
     #[test]
-    fn an_upload_is_waiting_on_the_client_only_while_its_reader_waits_for_more() {
+    fn an_upload_waits_on_its_client_only_while_its_reader_waits_and_reports_its_end() {
         // A wait, a piece of data, the end.
         let script = [None, Some(Some(&b"x"[..])), Some(None)];
-        let (mut body, upload) = watch_upload(Scripted(script.into()).boxed_unsync());
+        let ends = Arc::new(AtomicU8::new(0));
+        let seen = ends.clone();
+        let (mut body, upload) = watch_upload(Scripted(script.into()).boxed_unsync(), move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut poll = || Pin::new(&mut body).poll_frame(&mut cx);
         // Not read yet: a wait is the reader's.
@@ -268,8 +279,10 @@ mod tests {
         assert!(matches!(poll(), Poll::Ready(Some(Ok(_)))));
         // The piece is with the reader, which has not asked for more.
         assert!(!upload.waiting_on_client());
+        assert_eq!(ends.load(Ordering::Relaxed), 0);
         assert!(matches!(poll(), Poll::Ready(None)));
         assert!(!upload.waiting_on_client());
+        assert_eq!(ends.load(Ordering::Relaxed), 1, "the end is reported");
     }
 
     const MIN: MinRate = MinRate {

@@ -536,6 +536,30 @@ async fn a_request_waiting_on_its_upstream_is_answered_past_the_idle_timeout() {
     assert!(r.body.contains("upstream_timeout"), "{}", r.body);
 }
 
+/// The same for a request with a body: once the body is sent, the request waits on its
+/// upstream alone, and the route's timeout governs that wait, not the idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_body_is_sent_is_answered_past_the_idle_timeout() {
+    let up = Upstream::with(|req| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        Response::new(sluice_tests::upstream::full(body))
+    })
+    .await;
+    let gw = Gateway::start(&cfg(
+        "",
+        &format!(
+            "{}timeout = \"5s\"\n",
+            proxy_to(up.addr, "[limits]\nidle_timeout = \"300ms\"\n")
+        ),
+    ));
+    let req = Request::post(gw.url("main", "/late"))
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    let r = sluice_tests::send(req).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "payload"), "{r:?}");
+}
+
 /// An HTTP/2 connection that goes quiet after a request is closed after `idle_timeout`, as
 /// an HTTP/1 one is. (That the gateway sends no keep-alive pings, whose answers kept such a
 /// connection busy, is not shown here: hyper's ping interval was 30 s, beyond this test.)

@@ -81,6 +81,15 @@ fn hash_key(on: &HashOn, headers: &HeaderMap, client: std::net::IpAddr) -> Optio
     }
 }
 
+/// Ends a request's [`LaterWait`](crate::server::LaterWait) when dropped.
+struct EndsWait(Arc<crate::server::LaterWait>);
+
+impl Drop for EndsWait {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// An error of the client's request body (malformed chunked framing, over the route's
 /// limit, the client going away) while it was streamed upstream. Wrapping it lets a failed
 /// exchange be blamed on the client rather than on the upstream target.
@@ -210,12 +219,16 @@ pub(super) async fn forward(
     })?;
 
     let replayable = incoming.is_end_stream();
-    // Where the body's upload stands (bodiless requests, most of them, skip the watch).
-    let (incoming, upload) = if replayable {
-        (incoming, None)
+    // Where the body's upload stands (bodiless requests, most of them, skip the watch), and
+    // its wait on the upstream from the body's end to the response head (ended on every way
+    // out of here, cancellation included).
+    let (incoming, upload, later_wait) = if replayable {
+        (incoming, None, None)
     } else {
-        let (b, upload) = body::watch_upload(incoming);
-        (b, Some(upload))
+        let later = ctx.conn.activity.wait_later();
+        let begins = later.clone();
+        let (b, upload) = body::watch_upload(incoming, move || begins.begin());
+        (b, Some(upload), Some(EndsWait(later)))
     };
     let mut body = Some(
         body::limited(incoming, ctx.route.max_body_bytes)
@@ -258,6 +271,9 @@ pub(super) async fn forward(
         let waiting = replayable.then(|| ctx.conn.activity.waiting());
         let result = tokio::time::timeout_at(deadline, group.client.request(up)).await;
         drop(waiting);
+        if let Some(EndsWait(later)) = &later_wait {
+            later.end();
+        }
         match result {
             Err(_) => {
                 // Waiting for the client to send more of its body, the client is late, not

@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,17 @@ impl Activity {
         Waiting(self)
     }
 
+    /// A wait on the upstream that begins later: a request with a body waits on its client
+    /// while the body arrives (the idle timeout's business) and on its upstream alone from
+    /// the body's end, when [`LaterWait::begin`] is called, until the handle's
+    /// [`LaterWait::end`].
+    pub fn wait_later(&self) -> Arc<LaterWait> {
+        Arc::new(LaterWait {
+            activity: self.clone(),
+            state: AtomicU8::new(NOT_BEGUN),
+        })
+    }
+
     /// Resolves once no byte has moved for `timeout` and no request is waiting on its
     /// upstream.
     pub async fn idle_for(&self, timeout: Duration) {
@@ -80,6 +91,45 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.touch();
         self.0.0.waiting.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A [`LaterWait`] not begun yet.
+const NOT_BEGUN: u8 = 0;
+/// A [`LaterWait`] counted as a wait.
+const COUNTED: u8 = 1;
+/// A [`LaterWait`] ended (a `begin` after it counts nothing).
+const ENDED: u8 = 2;
+
+/// A request's wait on its upstream that begins once its body is sent (see
+/// [`Activity::wait_later`]).
+pub struct LaterWait {
+    activity: Activity,
+    state: AtomicU8,
+}
+
+impl LaterWait {
+    /// The request's body has been sent: until [`end`](Self::end), the connection is
+    /// waiting on the upstream. Only the first call counts, and none after `end`.
+    pub fn begin(&self) {
+        let waiting = &self.activity.0.waiting;
+        // Counted first, so that an `end` racing with it never takes the count below zero.
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let begun = self
+            .state
+            .compare_exchange(NOT_BEGUN, COUNTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !begun {
+            waiting.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// The wait is over (the response head came, or the request failed or was dropped).
+    pub fn end(&self) {
+        if self.state.swap(ENDED, Ordering::AcqRel) == COUNTED {
+            self.activity.touch();
+            self.activity.0.waiting.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -152,5 +202,43 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(a: &Activity) -> usize {
+        a.0.waiting.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_later_wait_counts_from_its_first_begin_to_its_end() {
+        let a = Activity::new();
+        let w = a.wait_later();
+        assert_eq!(
+            waiting(&a),
+            0,
+            "not begun: the request may be waiting on its client"
+        );
+        w.begin();
+        w.begin();
+        assert_eq!(waiting(&a), 1);
+        w.end();
+        assert_eq!(waiting(&a), 0);
+        w.end();
+        assert_eq!(waiting(&a), 0);
+    }
+
+    #[test]
+    fn a_later_wait_begun_after_its_end_counts_nothing() {
+        // The upstream answered before the body's end was seen: the connection must not be
+        // left counted as waiting (it would never idle out).
+        let a = Activity::new();
+        let w = a.wait_later();
+        w.end();
+        w.begin();
+        assert_eq!(waiting(&a), 0);
     }
 }

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-pub use idle::{Activity, IdleIo};
+pub use idle::{Activity, IdleIo, LaterWait};
 
 use crate::config::Limits;
 use crate::proxy::{self, ConnInfo, Shared};
