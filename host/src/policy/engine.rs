@@ -115,15 +115,19 @@ pub struct PolicyRuntime {
 
 /// Warm instances a policy can give up.
 pub trait Reclaim: Send + Sync {
-    /// Drops the policy's idle instances (returning their slots to the pool); returns how
-    /// many.
-    fn reclaim(&self) -> usize;
+    /// How many idle instances the policy holds.
+    fn idle(&self) -> usize;
+
+    /// Drops up to `n` of the policy's idle instances, least recently used first (returning
+    /// their slots to the pool); returns how many.
+    fn reclaim(&self, n: usize) -> usize;
 }
 
 /// Every policy's idle instances. The instance pool is shared by all policies, and each
 /// keeps the warm instances its busiest moment left behind: without taking them back, the
 /// idle instances of cold policies would hold the pool's slots for ever and a busy one
-/// would find none. A policy that finds the pool full reclaims them and tries once more.
+/// would find none. A policy that finds the pool full reclaims some of them (see
+/// [`reclaim_some`](Self::reclaim_some)) and tries again, then all of them.
 #[derive(Default)]
 pub struct IdleInstances(Mutex<Vec<std::sync::Weak<dyn Reclaim>>>);
 
@@ -135,16 +139,35 @@ impl IdleInstances {
         all.push(idle);
     }
 
-    /// Drops every policy's idle instances; returns how many.
-    pub fn reclaim(&self) -> usize {
-        let live: Vec<Arc<dyn Reclaim>> = self
-            .0
+    fn live(&self) -> Vec<Arc<dyn Reclaim>> {
+        self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter_map(std::sync::Weak::upgrade)
-            .collect();
-        live.iter().map(|r| r.reclaim()).sum()
+            .collect()
+    }
+
+    /// Drops half (at least one) of the idle instances of the policy holding the most, so
+    /// that one policy's need does not make every other policy start cold; returns how many.
+    pub fn reclaim_some(&self) -> usize {
+        let Some((most, idle)) = self
+            .live()
+            .into_iter()
+            .map(|r| {
+                let n = r.idle();
+                (r, n)
+            })
+            .max_by_key(|(_, n)| *n)
+        else {
+            return 0;
+        };
+        most.reclaim(idle.div_ceil(2))
+    }
+
+    /// Drops every policy's idle instances; returns how many.
+    pub fn reclaim_all(&self) -> usize {
+        self.live().iter().map(|r| r.reclaim(usize::MAX)).sum()
     }
 }
 
@@ -337,6 +360,46 @@ mod tests {
         assert!(!wasmparser_is_component(core));
         assert!(wasmparser_is_component(component));
         assert!(!wasmparser_is_component(b"garbage!"));
+    }
+
+    /// A policy's idle instances, counted.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl Reclaim for Counted {
+        fn idle(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn reclaim(&self, n: usize) -> usize {
+            let n = n.min(self.idle());
+            self.0.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            n
+        }
+    }
+
+    fn counted(n: usize) -> Arc<dyn Reclaim> {
+        Arc::new(Counted(n.into()))
+    }
+
+    #[test]
+    fn reclaiming_some_takes_half_of_the_largest_idle_pool_only() {
+        let all = IdleInstances::default();
+        let (a, b, c) = (counted(3), counted(7), counted(0));
+        for p in [&a, &b, &c] {
+            all.register(Arc::downgrade(p));
+        }
+        assert_eq!(all.reclaim_some(), 4);
+        assert_eq!((a.idle(), b.idle()), (3, 3));
+        // A tie: one of them loses two.
+        assert_eq!(all.reclaim_some(), 2);
+        assert_eq!(a.idle() + b.idle(), 4);
+        assert_eq!(all.reclaim_all(), 4);
+        assert_eq!(all.reclaim_some(), 0, "nothing idle is left");
+        // A dropped policy's pool is not reclaimed from (nor kept alive).
+        let d = counted(5);
+        all.register(Arc::downgrade(&d));
+        drop(d);
+        assert_eq!(all.reclaim_all(), 0);
     }
 
     /// The smallest component: the preamble alone (no imports, no exports).

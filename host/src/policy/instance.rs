@@ -159,10 +159,19 @@ impl IdlePool {
 }
 
 impl Reclaim for IdlePool {
-    fn reclaim(&self) -> usize {
-        // Dropped once the lock is released: dropping a store resets its memory.
-        let idle = std::mem::take(&mut *self.lock());
-        idle.len()
+    fn idle(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn reclaim(&self, n: usize) -> usize {
+        // Calls take from the end: the front is the least recently used. Dropped once the
+        // lock is released (dropping a store resets its memory).
+        let dropped: Vec<Warm> = {
+            let mut idle = self.lock();
+            let n = n.min(idle.len());
+            idle.drain(..n).collect()
+        };
+        dropped.len()
     }
 }
 
@@ -250,22 +259,26 @@ impl PolicyInstance {
         }
     }
 
-    /// A fresh instance, `init`ed. When the shared pool has no slot left, the idle
-    /// instances of every policy are reclaimed and instantiation is tried once more.
+    /// A fresh instance, `init`ed. When the shared pool has no slot left, idle instances
+    /// are reclaimed and instantiation is tried again: first half of those of the policy
+    /// holding the most, then every policy's.
     async fn instantiate(&self) -> Result<Warm, PolicyError> {
-        match self.instantiate_once().await {
-            Err(Attempt::PoolFull(e)) => {
-                if self.idle.reclaim() == 0 {
-                    return Err(PolicyError::trap("instantiate", e));
-                }
-                self.instantiate_once().await.map_err(|a| match a {
-                    Attempt::PoolFull(e) => PolicyError::trap("instantiate", e),
-                    Attempt::Failed(e) => e,
-                })
+        let mut full = match self.instantiate_once().await {
+            Err(Attempt::PoolFull(e)) => e,
+            Err(Attempt::Failed(e)) => return Err(e),
+            Ok(w) => return Ok(w),
+        };
+        for reclaim in [IdleInstances::reclaim_some, IdleInstances::reclaim_all] {
+            if reclaim(&self.idle) == 0 {
+                continue;
             }
-            Err(Attempt::Failed(e)) => Err(e),
-            Ok(w) => Ok(w),
+            match self.instantiate_once().await {
+                Err(Attempt::PoolFull(e)) => full = e,
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(w) => return Ok(w),
+            }
         }
+        Err(PolicyError::trap("instantiate", full))
     }
 
     async fn instantiate_once(&self) -> Result<Warm, Attempt> {
