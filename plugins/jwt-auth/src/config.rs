@@ -18,6 +18,7 @@ use crate::duration;
 use crate::extract::TokenSource;
 use crate::jwk::{JwkSource, parse_jwk};
 use crate::key::{Key, KeyMaterial};
+use sluice_sdk::context::{MAX_ATTRIBUTE_BYTES, MAX_ATTRIBUTES};
 
 /// Default `jwks_ttl`: how long fetched keys are used before they are refreshed.
 pub const DEFAULT_JWKS_TTL: Duration = Duration::from_secs(300);
@@ -33,6 +34,9 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
 /// The largest `max_token_bytes` accepted.
 pub const MAX_MAX_TOKEN_BYTES: usize = 65536;
+/// Most entries of `claims_to_attributes`: each sets two attributes, and the credential one
+/// more, within the [`MAX_ATTRIBUTES`] a request holds.
+pub const MAX_CLAIMS_TO_ATTRIBUTES: usize = (MAX_ATTRIBUTES - 1) / 2;
 /// Default `realm` in `WWW-Authenticate`.
 pub const DEFAULT_REALM: &str = "sluice";
 
@@ -286,12 +290,26 @@ impl Config {
 
         let source = self.token.compile().map_err(|e| format!("token.{e}"))?;
 
+        if self.claims_to_attributes.len() > MAX_CLAIMS_TO_ATTRIBUTES {
+            return Err(format!(
+                "claims_to_attributes: at most {MAX_CLAIMS_TO_ATTRIBUTES} claims (each sets two \
+                 attributes, and a request holds at most {MAX_ATTRIBUTES})"
+            ));
+        }
         let mut attributes = Vec::with_capacity(self.claims_to_attributes.len());
         for (claim, attribute) in self.claims_to_attributes {
             if claim.is_empty() || attribute.is_empty() {
                 return Err(
                     "claims_to_attributes: claim and attribute names must not be empty".into(),
                 );
+            }
+            if attribute.len() > MAX_ATTRIBUTE_BYTES
+                || crate::policy::CLAIM_ATTRIBUTE_PREFIX.len() + claim.len() > MAX_ATTRIBUTE_BYTES
+            {
+                return Err(format!(
+                    "claims_to_attributes.{claim}: names make attributes over \
+                     {MAX_ATTRIBUTE_BYTES} bytes, the most an attribute name holds"
+                ));
             }
             attributes.push((claim, attribute));
         }

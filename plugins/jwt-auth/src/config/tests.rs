@@ -230,6 +230,19 @@ fn validation_errors_name_the_key() {
             "claims_to_attributes: claim and attribute names must not be empty",
         ),
         (
+            json!({"keys": [secret_key()], "claims_to_attributes": {"sub": "a".repeat(4097)}}),
+            "claims_to_attributes.sub: names make attributes over 4096 bytes",
+        ),
+        (
+            json!({"keys": [secret_key()], "claims_to_attributes": {"s".repeat(4090): "a"}}),
+            "claims_to_attributes.sss",
+        ),
+        (
+            json!({"keys": [secret_key()], "claims_to_attributes":
+                (0..32).map(|i| (format!("c{i}"), json!(format!("a{i}")))).collect::<serde_json::Map<_, _>>()}),
+            "claims_to_attributes: at most 31 claims",
+        ),
+        (
             json!({"keys": [secret_key()], "realm": "a\"b"}),
             "realm: must be",
         ),
@@ -272,4 +285,19 @@ fn typ_normalisation() {
     assert_eq!(normalize_typ("JWT"), "jwt");
     assert_eq!(normalize_typ("application/at+jwt"), "at+jwt");
     assert_eq!(normalize_typ("Application/JWT"), "jwt");
+}
+
+#[test]
+fn claims_to_attributes_accepts_as_many_claims_as_a_request_has_attributes_for() {
+    let most: serde_json::Map<_, _> = (0..MAX_CLAIMS_TO_ATTRIBUTES)
+        .map(|i| (format!("c{i}"), json!(format!("a{i}"))))
+        .collect();
+    let s = validate(json!({"keys": [secret_key()], "claims_to_attributes": most})).unwrap();
+    // Each sets two attributes, and the credential one more.
+    assert!(2 * s.attributes.len() < MAX_ATTRIBUTES);
+    let longest = "c".repeat(MAX_ATTRIBUTE_BYTES - crate::policy::CLAIM_ATTRIBUTE_PREFIX.len());
+    let a = "a".repeat(MAX_ATTRIBUTE_BYTES);
+    assert!(
+        validate(json!({"keys": [secret_key()], "claims_to_attributes": {longest: a}})).is_ok()
+    );
 }
