@@ -136,15 +136,14 @@ impl Outbound {
     /// entries only the scheme's default port (80, 443), not every service on the host.
     fn allowed(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
-        let default = if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
+        let default = crate::upstream::default_port(uri);
+        let Some(port) = uri.port_u16().or(default) else {
+            return false;
         };
-        let port = uri.port_u16().unwrap_or(default);
         let with_port = format!("{host}:{port}");
         self.allow.iter().any(|a| {
-            (port == default && a.eq_ignore_ascii_case(host)) || a.eq_ignore_ascii_case(&with_port)
+            (Some(port) == default && a.eq_ignore_ascii_case(host))
+                || a.eq_ignore_ascii_case(&with_port)
         })
     }
 

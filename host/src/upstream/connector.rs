@@ -157,11 +157,7 @@ impl tower_service::Service<Uri> for Connector {
             // scheme's default implied.
             let port = uri
                 .port_u16()
-                .or(match uri.scheme_str() {
-                    Some("https") => Some(443),
-                    Some("http") => Some(80),
-                    _ => None,
-                })
+                .or_else(|| default_port(&uri))
                 .ok_or_else(|| ConnectError::Address(uri.to_string()))?;
             let tcp = tokio::time::timeout(this.timeout, TcpStream::connect((host.as_str(), port)))
                 .await
@@ -191,5 +187,13 @@ impl tower_service::Service<Uri> for Connector {
             };
             Ok(TokioIo::new(stream))
         })
+    }
+}
+/// The default port of `uri`'s scheme (`http` 80, `https` 443; none for any other).
+pub fn default_port(uri: &Uri) -> Option<u16> {
+    match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
     }
 }

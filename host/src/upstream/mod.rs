@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use balancer::{Balancer, fnv1a};
 pub use breaker::{Breaker, Refused, RetryBudget};
-pub use connector::{ConnectError, Connector};
+pub use connector::{ConnectError, Connector, default_port};
 
 use crate::body::BoxBody;
 use crate::config::{self, HashOn, UpstreamProtocol};
