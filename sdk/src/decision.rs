@@ -3,6 +3,30 @@
 //! These mirror the WIT types `request-decision` and `response-decision` of
 //! `sluice:policy@0.1.0`, as owned Rust values that tests can inspect.
 
+/// The longest header value a decision may set or append: the host fails a call whose
+/// decision holds a longer one.
+pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
+
+/// The most header values one decision may set and append together: the host fails a call
+/// whose decision holds more.
+pub const MAX_HEADER_EDITS: usize = 64;
+
+/// Headers a decision may not set or append: the gateway frames each message and owns
+/// the connection (`content-length`, `transfer-encoding`, `connection`, `keep-alive`,
+/// `proxy-connection`, `upgrade`, `http2-settings`, `te`, `trailer`); the host fails a call
+/// whose decision sets one. Removing them is allowed (and changes nothing on the wire).
+pub const GATEWAY_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "http2-settings",
+    "te",
+    "trailer",
+];
+
 /// One header: a case-insensitive name and its raw value bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

@@ -9,6 +9,7 @@ pub use config::{Changes, Config};
 
 use std::collections::BTreeSet;
 
+use sluice_sdk::decision::MAX_HEADER_VALUE_BYTES;
 use sluice_sdk::{Context, Edits, Policy, Request, RequestDecision};
 
 /// The policy.
@@ -29,7 +30,10 @@ impl Policy for RequestTransformer {
     fn on_request(&self, req: &Request, _ctx: &Context) -> RequestDecision {
         let mut edits = Edits::new();
         if !self.config.headers.is_empty() {
-            edits = self.edit_headers(req, edits);
+            edits = match self.edit_headers(req, edits) {
+                Ok(e) => e,
+                Err(too_large) => return too_large,
+            };
         }
         if !self.config.query.is_empty() {
             edits = self.edit_query(req, edits);
@@ -43,8 +47,9 @@ impl Policy for RequestTransformer {
 
 impl RequestTransformer {
     /// Header changes as edits. The gateway applies removals before sets and appends, so
-    /// the steps are computed here against the names the request will have.
-    fn edit_headers(&self, req: &Request, mut edits: Edits) -> Edits {
+    /// the steps are computed here against the names the request will have. A renamed
+    /// header whose values make a line longer than the gateway takes is answered with 431.
+    fn edit_headers(&self, req: &Request, mut edits: Edits) -> Result<Edits, RequestDecision> {
         let h = &self.config.headers;
         let mut present: BTreeSet<String> = req.header_names().into_iter().collect();
         for name in &h.remove {
@@ -60,12 +65,22 @@ impl RequestTransformer {
             edits = edits
                 .remove_header(from.as_str())
                 .remove_header(to.as_str());
-            // A `set` of the new name replaces the renamed values (the host applies sets
-            // before appends, so appending them would keep them after the set value).
+            // A `set` of the new name replaces the renamed values. Several values go on as
+            // one line (RFC 9110 §5.3; `Cookie` pairs joined with `; `): one edit however
+            // many lines a client sends, within the host's cap on edits per decision.
             if !h.set.contains_key(to) {
-                for v in req.header_all(from) {
-                    edits = edits.append_header(to.as_str(), v);
+                let separator: &[u8] = if to == "cookie" { b"; " } else { b", " };
+                let joined = req.header_all(from).join(separator);
+                if joined.len() > MAX_HEADER_VALUE_BYTES {
+                    return Err(RequestDecision::respond_json(
+                        431,
+                        &serde_json::json!({
+                            "error": "header_too_large",
+                            "message": format!("the {from} header's values are too long together"),
+                        }),
+                    ));
                 }
+                edits = edits.set_header(to.as_str(), joined);
             }
             present.insert(to.clone());
         }
@@ -78,7 +93,7 @@ impl RequestTransformer {
                 edits = edits.set_header(name.as_str(), value.as_str());
             }
         }
-        edits
+        Ok(edits)
     }
 
     fn edit_query(&self, req: &Request, edits: Edits) -> Edits {
@@ -144,7 +159,7 @@ mod tests {
         );
         assert_eq!(out.get_header("x-internal"), None);
         assert_eq!(out.get_header("x-old"), None);
-        assert_eq!(out.get_header_all("x-new"), ["a", "b"]);
+        assert_eq!(out.get_header_all("x-new"), ["a, b"]);
         assert_eq!(out.get_header("x-other"), None);
         assert_eq!(out.get_header("x-env"), Some("prod"));
         assert_eq!(out.get_header_all("x-keep"), ["mine"]);
@@ -172,6 +187,43 @@ mod tests {
         );
         assert_eq!(out.get_header("x-old"), None);
         assert_eq!(out.get_header_all("x-new"), ["v"]);
+    }
+
+    #[test]
+    fn a_renamed_header_sent_many_times_is_one_edit() {
+        // More lines than a decision may hold edits: one joined value, not one edit each.
+        let mut req = TestRequest::get("/");
+        for i in 0..100 {
+            req = req.header("x-old", format!("v{i}"));
+        }
+        req = req.header("cookie", "a=1").header("cookie", "b=2");
+        let out = forwarded(
+            json!({ "headers": { "rename": { "x-old": "x-new", "cookie": "cookie-copy" } } }),
+            &req,
+        );
+        let want: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+        assert_eq!(out.get_header_all("x-new"), [want.join(", ")]);
+        let out = forwarded(
+            json!({ "headers": { "rename": { "cookie-copy": "cookie" } } }),
+            &TestRequest::get("/")
+                .header("cookie-copy", "a=1")
+                .header("cookie-copy", "b=2"),
+        );
+        assert_eq!(out.get_header_all("cookie"), ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn renamed_values_too_long_together_are_answered_431() {
+        let big = "x".repeat(MAX_HEADER_VALUE_BYTES / 2);
+        let req = TestRequest::get("/")
+            .header("x-old", big.clone())
+            .header("x-old", big.clone());
+        let host = TestHost::with_grants(&[]);
+        let p: RequestTransformer = host
+            .init(json!({ "headers": { "rename": { "x-old": "x-new" } } }))
+            .unwrap();
+        let d = host.on_request(&p, &req, &TestContext::new());
+        assert_eq!(d.status(), Some(431), "{d:?}");
     }
 
     #[test]
