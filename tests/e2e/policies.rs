@@ -718,13 +718,16 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
     // (route, plugin, mode): the memory mode gets a small cap so that the cap, not the CPU
     // deadline, stops it; `huge-header-roomy` gets the CPU time to produce its 10 MiB so
     // that the host's bound on what it copies out of a guest, not the deadline, refuses it.
-    const CASES: [(&str, &str, &str); 7] = [
+    const CASES: [(&str, &str, &str); 8] = [
         ("loop", "hostile", "loop"),
         ("memory", "hostile-small", "memory"),
         ("recursion", "hostile", "recursion"),
         ("trap", "hostile", "trap"),
         ("huge-header", "hostile", "huge-header"),
         ("huge-header-roomy", "hostile-roomy", "huge-header"),
+        // Framing headers are the gateway's: a policy's `content-length` would desync the
+        // connection.
+        ("false-length", "hostile", "false-length"),
         // A host function that fails, and a policy that does not handle the error.
         ("host-error-unwrap", "hostile", "host-error-unwrap"),
     ];
@@ -792,6 +795,8 @@ async fn hostile_policies_fail_within_their_deadline_and_the_gateway_keeps_servi
         // fuel), before its own bound on header values would refuse it.
         ("huge-header-roomy/request", COPY_LIMIT),
         ("huge-header-roomy/response", COPY_LIMIT),
+        ("false-length/request", "the gateway's to set"),
+        ("false-length/response", "the gateway's to set"),
     ] {
         assert!(causes[case].contains(cause), "{case}: {}", causes[case]);
     }

@@ -99,18 +99,15 @@ pub struct Outbound {
 /// never forwards (RFC 9110 §7.6.1), and those that frame, route or authenticate the
 /// request (`Host`: the URL's authority is sent).
 fn is_reserved_outbound_header(name: &str) -> bool {
-    const FRAMING: [&str; 5] = [
-        "host",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "content-length",
-    ];
-    crate::proxy::headers::HOP_BY_HOP
-        .iter()
-        .map(|h| h.as_str())
-        .chain(FRAMING)
-        .any(|r| r.eq_ignore_ascii_case(name))
+    match http::HeaderName::from_bytes(name.as_bytes()) {
+        Ok(n) => {
+            crate::proxy::headers::is_gateway_header(&n)
+                || n == http::header::HOST
+                || n == http::header::PROXY_AUTHORIZATION
+        }
+        // Not a header name at all: building the request refuses it.
+        Err(_) => false,
+    }
 }
 
 /// Longest an outbound request may take.

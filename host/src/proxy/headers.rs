@@ -16,6 +16,16 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// Headers only the gateway sets: the hop-by-hop ones and those that frame a message (the
+/// SDK's `GATEWAY_HEADERS`). A policy that could set `Content-Length` on a response would
+/// make hyper announce one length and send another, desynchronising the connection.
+pub(crate) fn is_gateway_header(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name == header::CONTENT_LENGTH
+        || name == header::TE
+        || name == header::TRAILER
+}
+
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 ///
 /// `TE: trailers` is kept (gRPC needs it); other `TE` values are removed. With

@@ -43,6 +43,11 @@ fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), Po
     }
     let n = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| PolicyError::BadDecision(format!("invalid header name {name:?}")))?;
+    if super::headers::is_gateway_header(&n) {
+        return Err(PolicyError::BadDecision(format!(
+            "header {name:?} is the gateway's to set (it frames the message or the connection)"
+        )));
+    }
     let v = HeaderValue::from_bytes(value)
         .map_err(|_| PolicyError::BadDecision(format!("invalid value for header {name:?}")))?;
     Ok((n, v))
