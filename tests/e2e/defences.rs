@@ -398,6 +398,35 @@ async fn malformed_chunked_bodies_do_not_eject_a_healthy_upstream() {
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
 }
 
+/// The host a request is routed by is the host it is forwarded with: a request whose host
+/// is ambiguous (two `Host` lines, an invalid one, none in HTTP/1.1, userinfo in an
+/// absolute-form target) is refused, not routed by one reading and forwarded with another.
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_ambiguous_hosts_with_400() {
+    let f = Framing::start().await;
+    for req in [
+        "GET /a HTTP/1.1\r\nHost: x\r\nHost: admin.example.com\r\n\r\n",
+        "GET /a HTTP/1.1\r\nX-A: 1\r\n\r\n",
+        "GET /a HTTP/1.1\r\nHost: x@admin.example.com\r\n\r\n",
+        "GET /a HTTP/1.1\r\nHost: x:80:80\r\n\r\n",
+        "GET /a HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET http://x@admin.example.com/a HTTP/1.1\r\nHost: admin.example.com\r\n\r\n",
+    ] {
+        f.assert_refused(req, 400).await;
+    }
+    // HTTP/1.0 may leave the host out, and an empty one says "no authority".
+    for (req, answer) in [
+        ("GET /a HTTP/1.0\r\n\r\n", "HTTP/1.0 200 "),
+        (
+            "GET /a HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 ",
+        ),
+    ] {
+        let reply = f.send(req).await;
+        assert!(reply.text.starts_with(answer), "{req:?}: {}", reply.text);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rejects_bare_cr_in_a_header_value_with_400() {
     let f = Framing::start().await;

@@ -170,6 +170,7 @@ async fn route_and_serve(
     outcome: &mut Outcome,
 ) -> Result<(Response<BoxBody>, Guards), ProxyError> {
     check_framing(&req)?;
+    check_host(&req)?;
     let mut req = req;
     if let Some(path) =
         crate::routing::path::normalize(req.uri().path(), snap.config.gateway.merge_slashes)
@@ -325,6 +326,70 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Refuses a request whose host is ambiguous, so that the host it is routed by is the host
+/// it is forwarded with: more than one `Host`, an invalid one, or none in HTTP/1.1 (RFC
+/// 9112 §3.2), or a target with userinfo (RFC 9110 §4.2.4; `x@admin.example.com` would be
+/// routed by `*.example.com`).
+fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
+        (None, _) if req.version() == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("the Host header is missing"));
+        }
+        (Some(h), _) if !is_valid_host(h.as_bytes()) => {
+            return Err(ProxyError::BadRequest(
+                "the Host header is not a valid host",
+            ));
+        }
+        _ => {}
+    }
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| !is_valid_host(a.as_str().as_bytes()))
+    {
+        return Err(ProxyError::BadRequest(
+            "the request target's authority is not a valid host",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `v` is `uri-host [ ":" port ]` (RFC 9110 §7.2; RFC 3986 §3.2.2), or empty (a
+/// target without an authority): a registered name or IPv4 address, or an IPv6 literal in
+/// brackets, then digits after a colon. No userinfo, no second colon, nothing else.
+fn is_valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            if literal.is_empty()
+                || !literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return false;
+            }
+            match &rest[end + 1..] {
+                [] => return true,
+                [b':', port @ ..] => (&b""[..], port),
+                _ => return false,
+            }
+        }
+        None => match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i + 1..]),
+            None => (v, &b""[..]),
+        },
+    };
+    host.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b))
+        && port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+}
+
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)
@@ -356,4 +421,42 @@ pub(crate) fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyE
 pub fn close_after(resp: &mut Response<BoxBody>) {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_host;
+
+    #[test]
+    fn hosts_are_names_or_addresses_with_an_optional_port() {
+        for ok in [
+            "",
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "a-b_c~d",
+            "host:",
+        ] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in [
+            "x@admin.example.com",
+            "user:pw@example.com",
+            "example.com:80:80",
+            "example.com:http",
+            "example.com:123456",
+            "ex ample.com",
+            "example.com/path",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:8o",
+            "[v1.fe@x]",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
 }
