@@ -681,12 +681,22 @@ async fn forwarded_headers_from_an_untrusted_peer_are_replaced_by_the_real_peer(
             ("x-real-ip", "203.0.113.7"),
             ("x-forwarded-port", "443"),
             ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("true-client-ip", "203.0.113.7"),
         ],
     )
     .await;
     assert_eq!(r.status, 200);
     let h = &up.seen()[0].headers;
-    for spoofable in ["x-real-ip", "x-forwarded-port", "x-forwarded-prefix"] {
+    for spoofable in [
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "true-client-ip",
+    ] {
         assert!(!h.contains_key(spoofable), "{spoofable}: {h:?}");
     }
     assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");

@@ -68,21 +68,73 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 }
 
 /// The client address: the peer, or — from a trusted peer — the right-most untrusted
-/// address of X-Forwarded-For.
+/// address of X-Forwarded-For. The list is read from the right and only through what the
+/// trusted hops wrote: an entry that is not an address (`unknown`, an obfuscated name)
+/// ends the walk at the last trusted hop, so that nothing written further left, by the
+/// client itself, is taken for it; with every entry trusted, the left-most is the client.
+/// `ip:port` and `[ipv6]:port` entries are addresses.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     if !is_trusted(peer, trusted) {
         return peer;
     }
-    headers
+    let mut nearest = peer;
+    let entries = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .map(|ip| ip.to_canonical())
-        .rev()
-        .find(|ip| !is_trusted(*ip, trusted))
-        .unwrap_or(peer)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .rev();
+    for entry in entries {
+        let Some(ip) = forwarded_address(entry) else {
+            return nearest;
+        };
+        if !is_trusted(ip, trusted) {
+            return ip;
+        }
+        nearest = ip;
+    }
+    nearest
+}
+
+/// The address of one X-Forwarded-For entry (`ip`, `ip:port`, `[ipv6]`, `[ipv6]:port`).
+fn forwarded_address(entry: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(entry.trim_ascii()).ok()?;
+    let ip = s
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| s.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(ip.to_canonical())
+}
+
+/// Whether `name` is a header an untrusted peer may not assert about the client or the
+/// path before the gateway: `Forwarded`, every `X-Forwarded-*` (`-For`, `-Proto`, `-Host`,
+/// `-Port`, `-Prefix`, `-Ssl`, `-Scheme`, `-Uri`, …) and the other client-address headers
+/// upstreams commonly believe.
+fn is_spoofable(name: &HeaderName) -> bool {
+    const OTHERS: [&str; 6] = [
+        "forwarded",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "x-original-forwarded-for",
+    ];
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || OTHERS.contains(&n)
+}
+
+/// Removes what an untrusted peer asserted about the client (see [`is_spoofable`]), before
+/// routing and policies see the request: what it says is not believed by anything after.
+pub fn strip_spoofable(headers: &mut HeaderMap) {
+    // Collecting an empty iterator allocates nothing: most requests carry none.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_spoofable(n))
+        .cloned()
+        .collect();
+    for n in spoofed {
+        headers.remove(n);
+    }
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host and returns the client address to use for hashing
@@ -90,9 +142,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 ///
 /// From a trusted peer, incoming values are kept and the peer is appended to
 /// X-Forwarded-For; the client is the right-most untrusted address in that list. From any
-/// other peer, incoming X-Forwarded-* and `Forwarded` are discarded and replaced, and the
-/// other client-identity headers upstreams commonly believe (`X-Real-IP`,
-/// `X-Forwarded-Port`, `X-Forwarded-Prefix`) are removed.
+/// other peer the three are set to what the gateway saw (what that peer sent of them, and
+/// of every other header [`strip_spoofable`] names, was removed on arrival).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -132,18 +183,14 @@ pub fn set_forwarded(
         }
         client
     } else {
-        headers.remove(header::FORWARDED);
-        headers.remove(&xfh);
-        for spoofable in ["x-real-ip", "x-forwarded-port", "x-forwarded-prefix"] {
-            headers.remove(spoofable);
-        }
         if let Ok(v) = HeaderValue::from_str(&peer_str) {
             headers.insert(&xff, v);
         }
         headers.insert(&xfp, HeaderValue::from_static(scheme));
-        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(&xfh, v);
-        }
+        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(v) => headers.insert(&xfh, v),
+            None => headers.remove(&xfh),
+        };
         peer
     }
 }
@@ -222,7 +269,15 @@ mod tests {
         let mut h = map(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("x-real-ip", "1.2.3.4"),
+            ("true-client-ip", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwardedness", "kept"),
         ]);
+        strip_spoofable(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
         let client = set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "http", Some("a"), &[]);
         assert_eq!(client, "10.0.0.9".parse::<IpAddr>().unwrap());
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
@@ -239,6 +294,30 @@ mod tests {
             h.get("x-forwarded-for").unwrap(),
             "203.0.113.7, 10.1.1.1, 10.0.0.9"
         );
+    }
+
+    /// A trusted hop's entry that is not an address ends the walk: the client's own
+    /// entries further left are not believed. Entries with ports are addresses.
+    #[test]
+    fn forwarded_for_is_read_from_the_right_up_to_the_first_entry_that_is_no_address() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (xff, client) in [
+            ("198.51.100.5, unknown", "10.0.0.9"),
+            ("198.51.100.5, unknown, 10.1.1.1", "10.1.1.1"),
+            ("198.51.100.5, 203.0.113.7:5555", "203.0.113.7"),
+            ("198.51.100.5, [2001:db8::1]:443", "2001:db8::1"),
+            ("198.51.100.5, [2001:db8::2]", "2001:db8::2"),
+            ("10.2.2.2, 10.1.1.1", "10.2.2.2"),
+        ] {
+            let h = map(&[("x-forwarded-for", xff)]);
+            assert_eq!(client_ip(peer, &h, &trusted), ip(client), "{xff}");
+        }
+        // Several lines are one list, in order.
+        let mut h = map(&[("x-forwarded-for", "198.51.100.5")]);
+        h.append("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, &trusted), ip("203.0.113.7"));
     }
 
     /// On a dual-stack listener an IPv4 proxy arrives as `::ffff:a.b.c.d`; IPv4 trusted

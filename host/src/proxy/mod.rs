@@ -172,6 +172,9 @@ async fn route_and_serve(
     check_framing(&req)?;
     check_host(&req)?;
     let mut req = req;
+    if !headers::is_trusted(conn.peer.ip(), &snap.trusted_proxies) {
+        headers::strip_spoofable(req.headers_mut());
+    }
     if let Some(path) =
         crate::routing::path::normalize(req.uri().path(), snap.config.gateway.merge_slashes)
     {
