@@ -90,39 +90,35 @@ impl Drop for EndsWait {
     }
 }
 
-/// An error of the client's request body (malformed chunked framing, over the route's
-/// limit, the client going away) while it was streamed upstream. Wrapping it lets a failed
-/// exchange be blamed on the client rather than on the upstream target.
-#[derive(Debug)]
-struct ClientBodyError(body::BoxError);
+/// The first failure of a request body being forwarded.
+#[derive(Default)]
+struct BodyFailed(std::sync::Mutex<Option<ProxyError>>);
 
-impl std::fmt::Display for ClientBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the request body could not be read: {}", self.0)
+impl BodyFailed {
+    fn record(&self, e: ProxyError) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn take(this: &Option<Arc<Self>>) -> Option<ProxyError> {
+        this.as_ref()?
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
-impl std::error::Error for ClientBodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
+/// The answer to a request body that failed while it was forwarded: 413 beyond the limit,
+/// 408 too slow, 400 otherwise.
+fn client_body_failure(e: &body::BoxError, limit: u64) -> ProxyError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        ProxyError::BodyTooLarge { limit }
+    } else {
+        super::client_body_error(&**e)
     }
-}
-
-/// The answer when an exchange failed because the client's body did: 413 beyond the limit,
-/// 400 otherwise. `None` when the failure was not the client's.
-fn client_body_failure(e: &hyper_util::client::legacy::Error, limit: u64) -> Option<ProxyError> {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = src {
-        if let Some(ClientBodyError(inner)) = s.downcast_ref::<ClientBodyError>() {
-            return Some(if inner.is::<http_body_util::LengthLimitError>() {
-                ProxyError::BodyTooLarge { limit }
-            } else {
-                super::client_body_error(&**inner)
-            });
-        }
-        src = s.source();
-    }
-    None
 }
 
 fn classify(
@@ -230,11 +226,23 @@ pub(super) async fn forward(
         let (b, upload) = body::watch_upload(incoming, move || begins.begin());
         (b, Some(upload), Some(EndsWait(later)))
     };
-    let mut body = Some(
-        body::limited(incoming, ctx.route.max_body_bytes)
-            .map_err(|e| Box::new(ClientBodyError(e)) as body::BoxError)
-            .boxed_unsync(),
-    );
+    // A body that fails on its way (over the limit, too slow, malformed, the client gone)
+    // is the client's failure, not the target's: the failure is recorded here as the body
+    // ends with it, because the exchange's own error does not always carry it (hyper's
+    // HTTP/2 client only resets the stream).
+    let body_failed: Option<Arc<BodyFailed>> = upload.is_some().then(Arc::default);
+    let mut body = Some({
+        let limit = ctx.route.max_body_bytes;
+        let record = body_failed.clone();
+        body::limited(incoming, limit)
+            .map_err(move |e| {
+                if let Some(slot) = &record {
+                    slot.record(client_body_failure(&e, limit));
+                }
+                e
+            })
+            .boxed_unsync()
+    });
     let version = if group.http2 {
         Version::HTTP_2
     } else {
@@ -273,6 +281,9 @@ pub(super) async fn forward(
         drop(waiting);
         if let Some(EndsWait(later)) = &later_wait {
             later.end();
+        }
+        if let Some(failed) = BodyFailed::take(&body_failed) {
+            return Err(failed);
         }
         match result {
             Err(_) => {
@@ -330,9 +341,6 @@ pub(super) async fn forward(
                 ));
             }
             Ok(Err(e)) => {
-                if let Some(err) = client_body_failure(&e, ctx.route.max_body_bytes) {
-                    return Err(err);
-                }
                 group.report(idx, false);
                 let err = classify(&group, &target.address, &e);
                 let safe = e.is_connect() || is_idempotent(&method);

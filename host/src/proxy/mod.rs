@@ -135,7 +135,8 @@ fn set_path(uri: &mut http::Uri, path: String) -> Result<(), ProxyError> {
 }
 
 /// The gateway's own answer to `e`; the connection is closed after a request it could not
-/// read.
+/// read, or would not read to its end (413: what follows on the connection is the rest of
+/// a body nobody will read).
 fn error_response(e: &ProxyError, route: Option<&str>) -> Response<BoxBody> {
     if e.status().is_server_error() {
         tracing::debug!(error = %e, route = ?route, "request failed");
@@ -144,6 +145,7 @@ fn error_response(e: &ProxyError, route: Option<&str>) -> Response<BoxBody> {
     if matches!(
         e,
         ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge { .. }
             | ProxyError::NotImplemented(_)
             | ProxyError::BodyTooSlow(_)
             | ProxyError::BodyTimeout { .. }
