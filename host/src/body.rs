@@ -108,25 +108,105 @@ pub fn too_slow<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a TooS
     None
 }
 
-/// `body` failing with [`TooSlow`] when it arrives slower than `min`, timed from its first
-/// piece of data.
+/// `body` failing with [`TooSlow`] when it arrives slower than `min`, timed from the first
+/// time it is read. The rate is checked as data arrives and, while the reader waits, by a
+/// timer set to when the data so far stops covering it: a body that stops sending data
+/// while the connection stays busy otherwise (HTTP/2 pings or other streams, HTTP/1 chunk
+/// sizes padded with zeros) is cut too, not only one that is slow when it sends.
 pub fn min_rate(body: BoxBody, min: MinRate) -> BoxBody {
-    let mut start: Option<Instant> = None;
-    let mut bytes = 0u64;
-    inspect(body, move |seen| {
-        if let Seen::Frame(frame) = seen
-            && let Some(data) = frame.data_ref()
-        {
-            let since = *start.get_or_insert_with(Instant::now);
-            bytes += data.len() as u64;
-            if min.is_behind(bytes, since.elapsed()) {
-                return Err(Box::new(TooSlow {
-                    bytes_per_sec: min.bytes_per_sec,
-                }));
+    MinRateBody {
+        inner: body,
+        min,
+        start: None,
+        bytes: 0,
+        timer: None,
+    }
+    .boxed_unsync()
+}
+
+struct MinRateBody {
+    inner: BoxBody,
+    min: MinRate,
+    start: Option<Instant>,
+    bytes: u64,
+    /// Armed while the reader waits (made on the first wait, re-set after).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl MinRateBody {
+    fn too_slow(&self) -> BoxError {
+        Box::new(TooSlow {
+            bytes_per_sec: self.min.bytes_per_sec,
+        })
+    }
+
+    /// When the data so far stops covering the rate (and the grace period is over).
+    fn due(&self, since: Instant) -> Instant {
+        let covered = Duration::from_secs_f64(self.bytes as f64 / self.min.bytes_per_sec as f64);
+        // A millisecond past the boundary, where `is_behind` holds.
+        since + covered.max(self.min.grace) + Duration::from_millis(1)
+    }
+}
+
+impl Body for MinRateBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let since = *this.start.get_or_insert_with(Instant::now);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                    if this.min.is_behind(this.bytes, since.elapsed()) {
+                        return Poll::Ready(Some(Err(this.too_slow())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Pending => {
+                if this.min.is_behind(this.bytes, since.elapsed()) {
+                    return Poll::Ready(Some(Err(this.too_slow())));
+                }
+                // Armed for when the rate breaks; a timer that fires a hair early is re-armed
+                // (polling it again registers the wake-up).
+                loop {
+                    let due = tokio::time::Instant::from_std(this.due(since));
+                    let timer = match &mut this.timer {
+                        Some(t) => {
+                            if t.deadline() != due {
+                                t.as_mut().reset(due);
+                            }
+                            t
+                        }
+                        None => this.timer.insert(Box::pin(tokio::time::sleep_until(due))),
+                    };
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Past due is behind (unless the timer fired a hair early: re-armed).
+                    if Instant::now() >= this.due(since)
+                        || this.min.is_behind(this.bytes, since.elapsed())
+                    {
+                        return Poll::Ready(Some(Err(this.too_slow())));
+                    }
+                }
+            }
+            other => other,
         }
-        Ok(())
-    })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Where a request body being forwarded stands, as seen by [`watch_upload`].
@@ -163,33 +243,31 @@ pub fn watch_upload(
     let watched = inspect(body, move |seen| {
         let now = match seen {
             Seen::Pending => WAITING,
-            Seen::Frame(_) => HANDED_ON,
+            Seen::Frame => HANDED_ON,
             Seen::End => {
                 on_end();
                 ENDED
             }
         };
         seen_by.0.store(now, Ordering::Release);
-        Ok(())
     });
     (watched, state)
 }
 
 /// What a body's poll found, as passed to an [`inspect`] check.
-enum Seen<'a> {
+enum Seen {
     /// Nothing yet.
     Pending,
     /// A frame.
-    Frame(&'a Frame<Bytes>),
+    Frame,
     /// The end (seen either as the last poll or as `is_end_stream` after a frame).
     End,
 }
 
-/// `body` with `check` called on each poll's outcome (errors excepted); an error from
-/// `check` ends the body with that error.
+/// `body` with `check` called on each poll's outcome (errors excepted).
 fn inspect<F>(body: BoxBody, check: F) -> BoxBody
 where
-    F: FnMut(Seen<'_>) -> Result<(), BoxError> + Send + Unpin + 'static,
+    F: FnMut(Seen) + Send + Unpin + 'static,
 {
     Inspected { inner: body, check }.boxed_unsync()
 }
@@ -201,7 +279,7 @@ struct Inspected<F> {
 
 impl<F> Body for Inspected<F>
 where
-    F: FnMut(Seen<'_>) -> Result<(), BoxError> + Unpin,
+    F: FnMut(Seen) + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -212,22 +290,18 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        let checked = match &polled {
-            Poll::Ready(Some(Ok(frame))) => (this.check)(Seen::Frame(frame)).and_then(|()| {
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                (this.check)(Seen::Frame);
                 if this.inner.is_end_stream() {
-                    (this.check)(Seen::End)
-                } else {
-                    Ok(())
+                    (this.check)(Seen::End);
                 }
-            }),
+            }
             Poll::Ready(None) => (this.check)(Seen::End),
             Poll::Pending => (this.check)(Seen::Pending),
-            Poll::Ready(Some(Err(_))) => Ok(()),
-        };
-        match checked {
-            Ok(()) => polled,
-            Err(e) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(_))) => {}
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

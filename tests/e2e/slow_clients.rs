@@ -372,6 +372,53 @@ async fn request_body_trickled_below_min_body_rate_is_answered_408_and_the_conne
     );
 }
 
+/// A body that stops sending data is cut at the rate too, not only one that is slow when it
+/// sends: stalled outright, or kept busy with chunk sizes padded by zeros (bytes that make
+/// no data), it is answered 408 once its data stops covering the rate, long before the
+/// idle timeout (30 s here).
+#[tokio::test(flavor = "multi_thread")]
+async fn request_body_that_stops_sending_data_is_answered_408_at_the_rate() {
+    let (up, _got) = reading_upstream().await;
+    let gw = Gateway::start(&body_rate_cfg(up.addr, 1000, "300ms", ""));
+    for path in ["/a", "/echo"] {
+        for padded in [false, true] {
+            let what = format!("{path}, padded: {padded}");
+            let mut c = RawConn::open(gw.addr("main")).await;
+            let start = Instant::now();
+            c.send(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+            let answered = async {
+                if !padded {
+                    return c.response().await;
+                }
+                // One more `0` of the next chunk size every 50 ms (`response` is cancel-safe).
+                loop {
+                    if let Ok(r) =
+                        tokio::time::timeout(Duration::from_millis(50), c.response()).await
+                    {
+                        return r;
+                    }
+                    c.send(b"0").await;
+                }
+            };
+            let r = tokio::time::timeout(HANG, answered)
+                .await
+                .unwrap_or_else(|_| panic!("{what}: no answer to a stalled body"));
+            assert_eq!(r.status, 408, "{what}: {}", r.head);
+            assert!(
+                start.elapsed() >= Duration::from_millis(300),
+                "{what}: cut after {:?}, within the grace period",
+                start.elapsed()
+            );
+        }
+    }
+}
+
 /// A body sent well above the rate is forwarded whole, and a route with `min_body_rate = 0`
 /// accepts even a trickled one.
 #[tokio::test(flavor = "multi_thread")]
