@@ -173,6 +173,26 @@ upstream = "u"
     assert_eq!(seen[1].uri, "/v2/profiles/7");
 }
 
+/// A prefix is stripped only where it ends a path segment: `/svcadmin/x` does not become
+/// `/admin/x` (another route's path upstream) on a route stripping `/svc`.
+#[tokio::test(flavor = "multi_thread")]
+async fn strip_prefix_removes_only_whole_path_segments() {
+    let up = Upstream::named("up").await;
+    let gw = Gateway::start(&config(&format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n\n[[routes]]\nname = \"svc\"\npath_prefix = \"/svc\"\nstrip_prefix = \"/svc\"\nupstream = \"u\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\nstrip_prefix = \"/api/\"\nupstream = \"u\"\n",
+        up.addr
+    )));
+    for (path, upstream_path) in [
+        ("/svc", "/"),
+        ("/svc/x?q=1", "/x?q=1"),
+        ("/svcadmin/x", "/svcadmin/x"),
+        ("/api/items", "/items"),
+    ] {
+        assert_eq!(get(&gw.url("main", path), &[]).await.status, 200, "{path}");
+        assert_eq!(up.seen().last().unwrap().uri, upstream_path, "{path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn body_over_route_limit_is_refused_with_413() {
     let up = Upstream::named("up").await;

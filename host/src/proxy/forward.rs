@@ -40,12 +40,7 @@ fn is_idempotent(m: &Method) -> bool {
 fn rewrite(ctx: &Ctx<'_>, uri: &Uri) -> Result<PathAndQuery, ProxyError> {
     let path = uri.path();
     let new_path = if let Some(prefix) = &ctx.route.strip_prefix {
-        let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-        if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        }
+        strip_segments(path, prefix)
     } else if let Some(template) = &ctx.route.rewrite_path {
         let mut p = template.clone();
         for (name, value) in &ctx.params {
@@ -64,6 +59,17 @@ fn rewrite(ctx: &Ctx<'_>, uri: &Uri) -> Result<PathAndQuery, ProxyError> {
     };
     pq.parse()
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path"))
+}
+
+/// `path` without `prefix` when the prefix ends at a segment boundary (`/svc` is stripped
+/// from `/svc` and `/svc/x`, not from `/svcadmin/x`, which would become `/admin/x`: another
+/// route's path, reached without that route's policies); `path` itself otherwise.
+fn strip_segments(path: &str, prefix: &str) -> String {
+    match path.strip_prefix(prefix) {
+        Some(rest) if rest.starts_with('/') => rest.to_string(),
+        Some(rest) if rest.is_empty() || prefix.ends_with('/') => format!("/{rest}"),
+        _ => path.to_string(),
+    }
 }
 
 fn hash_key(on: &HashOn, headers: &HeaderMap, client: std::net::IpAddr) -> Option<Vec<u8>> {
