@@ -549,6 +549,29 @@ async fn h2_upstream_receives_http2_from_an_http11_client() {
     assert_eq!(seen[0].uri, format!("http://{}/x", up.addr));
 }
 
+/// An HTTP/2 client's cookies, one field each, reach an HTTP/1.1 upstream as one `Cookie`
+/// field (RFC 9113 §8.2.3).
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_cookie_fields_reach_an_http11_upstream_as_one() {
+    let up = Upstream::named("up").await;
+    let gw = Gateway::start(&format!(
+        "{}\n[[listeners]]\nname = \"h2c\"\nbind = \"127.0.0.1:0\"\nh2c = true\n",
+        proxy_config(up.addr, "", "")
+    ));
+    let req = Request::get(format!("http://{}/c", gw.addr("h2c")))
+        .header(header::COOKIE, "a=1")
+        .header(header::COOKIE, "b=2")
+        .body(full(""))
+        .unwrap();
+    let got = exchange(plain(gw.addr("h2c")).await, true, req)
+        .await
+        .expect("h2c request");
+    assert_eq!(got.status, 200);
+    let seen = up.seen();
+    let cookies: Vec<_> = seen[0].headers.get_all(header::COOKIE).iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+}
+
 /// An h2c upstream echoing the request body, then (declared) trailers `grpc-status: 0` and
 /// `grpc-message: all-good`, behind a gateway with an h2c listener `h2c` and `main`.
 async fn grpc_upstream_and_gateway() -> (Upstream, Gateway) {

@@ -196,18 +196,22 @@ pub(super) async fn forward(
         // URI; a differing `Host` is forbidden (RFC 9113 §8.3.1). The client's host stays
         // available in X-Forwarded-Host.
         headers.remove(header::HOST);
-    } else if let Some(routed) = ctx.host.as_deref() {
-        // The host the request was routed by: an absolute-form target's (or HTTP/2's
-        // `:authority`) wins over a differing `Host`, which is replaced (RFC 9112 §3.2.2),
-        // so that the upstream never sees a host other than the one the route matched. With
-        // an origin-form target the routed host is the `Host` itself, and a policy's edit of
-        // it stands.
-        let replace = match headers.get(header::HOST) {
-            None => true,
-            Some(h) => parts.uri.authority().is_some() && h.as_bytes() != routed.as_bytes(),
-        };
-        if replace && let Ok(h) = routed.parse() {
-            headers.insert(header::HOST, h);
+    } else {
+        // One `Cookie` field for an HTTP/1.1 message (an HTTP/2 client sends several).
+        super::headers::join_cookies(&mut headers);
+        if let Some(routed) = ctx.host.as_deref() {
+            // The host the request was routed by: an absolute-form target's (or HTTP/2's
+            // `:authority`) wins over a differing `Host`, which is replaced (RFC 9112
+            // §3.2.2), so that the upstream never sees a host other than the one the route
+            // matched. With an origin-form target the routed host is the `Host` itself, and
+            // a policy's edit of it stands.
+            let replace = match headers.get(header::HOST) {
+                None => true,
+                Some(h) => parts.uri.authority().is_some() && h.as_bytes() != routed.as_bytes(),
+            };
+            if replace && let Ok(h) = routed.parse() {
+                headers.insert(header::HOST, h);
+            }
         }
     }
     ctx.route.request_headers.apply(&mut headers);

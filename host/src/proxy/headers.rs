@@ -26,6 +26,23 @@ pub(crate) fn is_gateway_header(name: &HeaderName) -> bool {
         || name == header::TRAILER
 }
 
+/// Joins several `Cookie` fields into one, pairs separated by `; ` (RFC 9113 §8.2.3: an
+/// HTTP/2 client sends each cookie as its own field, and an HTTP/1.1 message carries one).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let parts: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&parts.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 ///
 /// `TE: trailers` is kept (gRPC needs it); other `TE` values are removed. With
@@ -255,6 +272,19 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn several_cookie_fields_become_one() {
+        let mut h = map(&[("cookie", "a=1")]);
+        h.append("cookie", "b=2".parse().unwrap());
+        h.append("cookie", "c=3".parse().unwrap());
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut one);
+        assert_eq!(one.get("cookie").unwrap(), "a=1; b=2");
     }
 
     #[test]
