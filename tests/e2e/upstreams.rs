@@ -745,6 +745,35 @@ async fn circuit_breaker_answers_503_circuit_open_beyond_its_limits() {
     assert_eq!(a.hits(), 2);
 }
 
+/// A request queued behind the breaker waits on the gateway, not on its client: it is
+/// answered when a slot frees up, even past the connection's idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_queued_behind_the_breaker_outlives_the_idle_timeout() {
+    let (a, release, mut entered) = Upstream::held("a").await;
+    let gw = gateway(
+        &[target(a.addr)],
+        "circuit_breaker = { max_concurrent = 1, max_pending = 1 }",
+        "timeout = \"10s\"\n\n[limits]\nidle_timeout = \"300ms\"",
+    );
+    let url = gw.url("main", "/");
+    let c = sluice_tests::client();
+    let (c1, u1) = (c.clone(), url.clone());
+    let first = tokio::spawn(async move { get_on(&c1, &u1, &[]).await });
+    tokio::time::timeout(DEADLINE, entered.recv())
+        .await
+        .expect("the first request never reached the upstream");
+    let queued = tokio::spawn(async move { get_on(&c, &url, &[]).await });
+    // Longer than the idle timeout, with the second request queued (it cannot reach the
+    // upstream while the first holds the only slot).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(a.hits(), 1);
+    release.add_permits(2);
+    for r in [first, queued] {
+        let r = r.await.expect("request");
+        assert_eq!((r.status, r.body.as_str()), (200, "a"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Retries
 // ---------------------------------------------------------------------------------------

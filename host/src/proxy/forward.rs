@@ -220,9 +220,17 @@ pub(super) async fn forward(
         .as_ref()
         .and_then(|on| hash_key(on, &headers, client));
 
-    let permit = group.breaker.admit(timeout).await.map_err(|r| match r {
-        Refused::Open | Refused::Timeout => ProxyError::CircuitOpen(group.name.clone()),
-    })?;
+    let permit = match group.breaker.try_admit() {
+        Some(p) => p,
+        None => {
+            // Queued behind the breaker, the request waits on the gateway, not on its
+            // client: the idle timeout stands down (the wait has its own bound).
+            let _waiting = ctx.conn.activity.waiting();
+            group.breaker.admit(timeout).await.map_err(|r| match r {
+                Refused::Open | Refused::Timeout => ProxyError::CircuitOpen(group.name.clone()),
+            })?
+        }
+    };
 
     let replayable = incoming.is_end_stream();
     // Where the body's upload stands (bodiless requests, most of them, skip the watch), and

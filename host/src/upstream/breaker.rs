@@ -34,9 +34,14 @@ impl Breaker {
         }
     }
 
+    /// Takes a free slot, without waiting.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     /// Takes a slot, waiting up to `wait` if the pending queue has room.
     pub async fn admit(&self, wait: Duration) -> Result<OwnedSemaphorePermit, Refused> {
-        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+        if let Some(p) = self.try_admit() {
             return Ok(p);
         }
         let waiting = Waiting(&self.pending);
