@@ -1271,6 +1271,38 @@ async fn a_jwks_fetch_slower_than_the_cpu_timeout_does_not_count_as_cpu() {
     );
 }
 
+/// A JWKS fetch slower than the policy's wall budget (2 s) times out inside the call, at
+/// nine tenths of what is left of it: the policy hears of the timeout and answers (no key:
+/// 401), instead of being cancelled with its call (a policy failure, its instance lost).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwks_fetch_slower_than_the_call_budget_times_out_within_the_call() {
+    let k = Keys::new();
+    let jwks = Jwks::start(json!([])).await;
+    jwks.serve(Answer::Slow(Duration::from_secs(4), json!([k.a.jwk("k1")])));
+    let backend = Upstream::named("ok").await;
+    let gw = start(&format!(
+        "{}{}{}",
+        plugins(ALL_GRANTS, &[jwks.up.addr]),
+        upstream(&backend),
+        two_routes(&jwks, "1h", "1s"),
+    ));
+    let valid = rs256(&k.a, "k1");
+    for route in ["pooled", "isolated"] {
+        let started = Instant::now();
+        let r = call(&gw, route, &valid).await;
+        assert_refused(route, &r, false);
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{route}: no slow fetch"
+        );
+    }
+    assert!(
+        !gw.stderr().iter().any(|l| l.contains("policy failed")),
+        "{:?}",
+        gw.stderr()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Capabilities
 // ---------------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ impl Outbound {
         &self,
         url: &str,
         headers: Vec<types::Header>,
+        budget: Option<Duration>,
     ) -> Result<outbound_http::Response, outbound_http::HttpError> {
         use outbound_http::HttpError;
         let uri: http::Uri = url.parse().map_err(|_| HttpError::InvalidUrl)?;
@@ -205,7 +206,8 @@ impl Outbound {
                 body: body.to_vec(),
             })
         };
-        tokio::time::timeout(self.timeout, fut)
+        let timeout = budget.map_or(self.timeout, |b| b.min(self.timeout));
+        tokio::time::timeout(timeout, fut)
             .await
             .unwrap_or(Err(HttpError::Timeout))
     }
@@ -281,7 +283,7 @@ mod tests {
             header("x-trace", "1"),
         ];
         let r = o
-            .get(&format!("http://127.0.0.1:{port}/jwks"), headers)
+            .get(&format!("http://127.0.0.1:{port}/jwks"), headers, None)
             .await
             .unwrap();
         assert_eq!(r.status, 200);

@@ -95,6 +95,10 @@ pub struct HostState {
     pub(super) wasi: Option<Box<WasiState>>,
     /// The CPU time of the current call (its deadline gives back host I/O waits).
     pub(super) cpu: CpuClock,
+    /// The current call's wall-clock deadline (calls on a fiber, the only ones that can
+    /// wait): host I/O is bounded within it, so that the guest hears of a timeout instead
+    /// of being cancelled with its call.
+    pub(super) wall_deadline: Option<tokio::time::Instant>,
 }
 
 /// A store's resource limits: wasmtime's [`StoreLimits`], plus the memory cap applied to
@@ -186,6 +190,7 @@ impl HostState {
             call: CallData::default(),
             wasi: None,
             cpu: CpuClock::default(),
+            wall_deadline: None,
         }
     }
 
@@ -512,7 +517,11 @@ impl outbound_http::Host for HostState {
         headers: Vec<types::Header>,
     ) -> wasmtime::Result<Result<outbound_http::Response, outbound_http::HttpError>> {
         let caps = self.caps.clone();
-        Ok(self.io(caps.outbound.get(&url, headers)).await)
+        // Nine tenths of the call's remaining time, the rest left to act on a timeout.
+        let budget = self
+            .wall_deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()) * 9 / 10);
+        Ok(self.io(caps.outbound.get(&url, headers, budget)).await)
     }
 }
 

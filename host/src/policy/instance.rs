@@ -377,6 +377,7 @@ impl PolicyInstance {
             return Ok(f.call(store, args).map(|(r,)| r));
         }
         let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.limits.wall);
+        store.data_mut().wall_deadline = Some(deadline);
         tokio::time::timeout_at(deadline, f.call_async(store, args))
             .await
             .map(|r| r.map(|(r,)| r))
