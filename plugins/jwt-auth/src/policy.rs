@@ -176,7 +176,10 @@ impl Env for HostEnv {
 
     fn shared_set(&mut self, key: &str, value: &[u8]) {
         if let Err(e) = kv::set(key, value, None) {
-            log::debug!("jwt-auth: kv set {key}: {e}");
+            log::warn!(
+                "jwt-auth: cannot share {key} ({} bytes) with the plugin's other instances: {e}",
+                value.len()
+            );
         }
     }
 
