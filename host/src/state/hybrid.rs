@@ -16,7 +16,10 @@
 //! the policy's `on_backend_error` rule applies; a key whose call alone failed (a timeout
 //! among many keys) keeps its pending count for the next round. A key checked against
 //! several limits (windows) is counted once per window. At most [`MAX_KEYS`] keys are
-//! counted at once: beyond, a new key is answered as the fresh key it is, uncounted.
+//! counted at once: beyond, a new key is answered as the fresh key it is, uncounted. Keys
+//! are known by a 128-bit digest (the first half of their SHA-256), here and in Redis, so
+//! that a key costs the same memory whatever its length and names the same counter on
+//! every node.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +34,17 @@ const MAX_KEYS: usize = 1 << 20;
 /// Reconciliation calls in flight at once.
 const CONCURRENT_CALLS: usize = 64;
 
+/// A key's digest: the first 16 bytes of its SHA-256 (the same on every node).
+type Digest = [u8; 16];
+
+fn digest(key: &str) -> Digest {
+    use sha2::Digest as _;
+    let full = sha2::Sha256::digest(key.as_bytes());
+    let mut d = [0; 16];
+    d.copy_from_slice(&full[..16]);
+    d
+}
+
 struct Slot {
     window: u64,
     window_ms: u64,
@@ -43,7 +57,7 @@ pub struct Hybrid {
     redis: Arc<Redis>,
     prefix: String,
     /// Per key, one slot per window length it is checked against.
-    slots: Mutex<HashMap<String, Vec<Slot>>>,
+    slots: Mutex<HashMap<Digest, Vec<Slot>>>,
     synced: AtomicBool,
 }
 
@@ -77,6 +91,7 @@ impl Hybrid {
         if !self.synced.load(Ordering::Relaxed) {
             return Err("hybrid rate limiter cannot reconcile with redis".into());
         }
+        let key = digest(key);
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         Ok(count(&mut slots, key, limit, cost, now_ms()))
     }
@@ -84,7 +99,7 @@ impl Hybrid {
     /// Adds every key's pending count to Redis and learns the totals.
     async fn reconcile(&self) {
         let now = now_ms();
-        let batch: Vec<(String, u64, u64, u64)> = {
+        let batch: Vec<(Digest, u64, u64, u64)> = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.retain(|_, windows| {
                 windows.retain(|s| s.window == now / s.window_ms);
@@ -95,7 +110,7 @@ impl Hybrid {
                 .flat_map(|(k, windows)| {
                     windows
                         .iter()
-                        .map(|s| (k.clone(), s.window, s.window_ms, s.pending))
+                        .map(|s| (*k, s.window, s.window_ms, s.pending))
                 })
                 .collect()
         };
@@ -105,7 +120,11 @@ impl Hybrid {
         let calls: Vec<_> = batch
             .iter()
             .map(|(key, window, window_ms, pending)| {
-                let counter = format!("{}{key}:{window_ms}:{window}", self.prefix);
+                let counter = format!(
+                    "{}{:032x}:{window_ms}:{window}",
+                    self.prefix,
+                    u128::from_be_bytes(*key)
+                );
                 self.redis.window_add(counter, *pending, window_ms * 2)
             })
             .collect();
@@ -146,8 +165,8 @@ impl Hybrid {
 /// Counts `cost` units for `key` against `limit` at `now` (ms since the epoch) in the local
 /// view `slots`.
 fn count(
-    slots: &mut HashMap<String, Vec<Slot>>,
-    key: &str,
+    slots: &mut HashMap<Digest, Vec<Slot>>,
+    key: Digest,
     limit: Limit,
     cost: u32,
     now: u64,
@@ -158,7 +177,7 @@ fn count(
     let requests = u64::from(limit.requests);
     let cost = u64::from(cost.max(1));
     let full = slots.len() >= MAX_KEYS;
-    let windows = match slots.get_mut(key) {
+    let windows = match slots.get_mut(&key) {
         Some(windows) => windows,
         None if full => {
             let allowed = cost <= requests;
@@ -170,8 +189,7 @@ fn count(
                 retry_after_ms: if allowed { 0 } else { reset_ms },
             };
         }
-        // The key is copied only the first time it is seen in a window.
-        None => slots.entry(key.to_owned()).or_default(),
+        None => slots.entry(key).or_default(),
     };
     let i = match windows.iter().position(|s| s.window_ms == window_ms) {
         Some(i) => i,
@@ -247,15 +265,20 @@ mod tests {
             burst: 0,
         };
         let now = 7_200_000_500;
+        let k = digest("k");
         let hourly: Vec<bool> = (0..5)
             .map(|_| {
-                count(&mut slots, "k", per_second, 1, now);
-                count(&mut slots, "k", per_hour, 1, now).allowed
+                count(&mut slots, k, per_second, 1, now);
+                count(&mut slots, k, per_hour, 1, now).allowed
             })
             .collect();
         assert_eq!(hourly, [true, true, true, false, false]);
-        assert_eq!(count(&mut slots, "k", per_second, 1, now).remaining, 4);
-        assert_eq!(slots["k"].len(), 2);
+        assert_eq!(count(&mut slots, k, per_second, 1, now).remaining, 4);
+        assert_eq!(slots[&k].len(), 2);
+        // Another key, however long, is another digest.
+        let long = "k".repeat(1024);
+        assert!(count(&mut slots, digest(&long), per_hour, 1, now).allowed);
+        assert_eq!(slots.len(), 2);
     }
 
     #[tokio::test]
