@@ -120,8 +120,8 @@ impl Config {
         if window_ms > MAX_WINDOW_MS {
             return Err("the window must be at most 366 days".into());
         }
-        if u64::from(self.requests) > window_ms.saturating_mul(1_000_000) {
-            return Err("`requests` must be at most one per nanosecond of the window".into());
+        if u64::from(self.requests) > window_ms.saturating_mul(1_000) {
+            return Err("`requests` must be at most one per microsecond of the window".into());
         }
         let key = match self.key.as_str() {
             "consumer" => KeySource::Consumer,
@@ -209,7 +209,11 @@ mod tests {
             ),
             (
                 json!({ "requests": 4_000_000_000u32, "window_ms": 1 }),
-                "one per nanosecond",
+                "one per microsecond",
+            ),
+            (
+                json!({ "requests": 1001, "window_ms": 1 }),
+                "one per microsecond",
             ),
             (json!({ "requests": 1 }), "missing `window`"),
             (
