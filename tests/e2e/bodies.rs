@@ -318,3 +318,53 @@ async fn a_body_policy_forwards_a_chunked_upload_with_a_content_length() {
     assert_eq!(seen_header(&up, 0, "content-length").as_deref(), Some("23"));
     assert_eq!(seen_header(&up, 0, "x-body-bytes").as_deref(), Some("23"));
 }
+
+/// Bodies read whole share one budget (`limits.max_buffered_body_bytes`): a request whose
+/// body would take it past the total gets 503 `buffers_full` (and its connection closed),
+/// and what a request held is given back when it is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_read_whole_share_the_gateways_buffer_budget() {
+    let gw = Gateway::start(&config(
+        "[limits]\nmax_buffered_body_bytes = 100000\nmin_body_rate = 0\n\n\
+         [[routes]]\nname = \"echo\"\nrespond = \"echo\"\n",
+    ));
+    let addr = gw.addr("main");
+    let post = |len: usize, sent: usize, close: bool| {
+        let mut r = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        r.extend(std::iter::repeat_n(b'a', sent));
+        r
+    };
+    // 60 000 bytes of a 70 000-byte body, held by the echo responder while it waits for
+    // the rest.
+    let mut holder = TcpStream::connect(addr).await.unwrap();
+    holder.write_all(&post(70_000, 60_000, true)).await.unwrap();
+    // Another 60 000 bytes do not fit beside them (once the gateway has read the first).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = sluice_tests::raw(addr, &post(60_000, 60_000, true)).await;
+        if reply.statuses() == [503] {
+            assert!(reply.text.contains("buffers_full"), "{}", reply.text);
+            assert!(reply.closed, "the connection stayed open after 503");
+            break;
+        }
+        assert_eq!(reply.statuses(), [200], "{}", reply.text);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held body never filled the budget"
+        );
+    }
+    // The rest of the held body: it is answered, and its share given back.
+    holder.write_all(&[b'a'; 10_000]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, holder.read_to_end(&mut answer))
+        .await
+        .expect("the held request was never answered")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 "), "{:?}", &answer[..40]);
+    let reply = sluice_tests::raw(addr, &post(60_000, 60_000, true)).await;
+    assert_eq!(reply.statuses(), [200], "{}", reply.text);
+}

@@ -112,6 +112,10 @@ pub struct Limits {
     pub min_response_rate: u64,
     /// Time before `min_body_rate` and `min_response_rate` are first checked. Default: 5s.
     pub rate_grace: Dur,
+    /// The most bytes of request bodies held at once by everything that reads a body whole
+    /// (the echo responder, policies with a body phase); a request that would go past it
+    /// gets 503 `buffers_full`. Default: 256 MiB.
+    pub max_buffered_body_bytes: u64,
 }
 
 impl Default for Limits {
@@ -127,6 +131,7 @@ impl Default for Limits {
             min_body_rate: 240,
             min_response_rate: 0,
             rate_grace: Dur::secs(5),
+            max_buffered_body_bytes: 256 * 1024 * 1024,
         }
     }
 }

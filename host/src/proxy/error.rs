@@ -40,6 +40,10 @@ pub enum ProxyError {
         /// Why.
         cause: String,
     },
+    /// Reading the body whole would take the gateway's buffers for bodies read whole
+    /// (`limits.max_buffered_body_bytes`) past their total. 503.
+    #[error("the gateway's buffers for request bodies are full; retry later")]
+    BuffersFull,
     /// The request is malformed in a way hyper accepted but the gateway does not. 400.
     #[error("{0}")]
     BadRequest(&'static str),
@@ -103,7 +107,9 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::PolicyFailed { status, .. } => *status,
-            Self::NoHealthyTarget(_) | Self::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyTarget(_) | Self::CircuitOpen(_) | Self::BuffersFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::ConnectFailed { .. } | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -116,6 +122,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyTooSlow(_) => "body_too_slow",
             Self::BodyTimeout { .. } => "body_timeout",
+            Self::BuffersFull => "buffers_full",
             Self::BadRequest(_) => "bad_request",
             Self::NotImplemented(_) => "not_implemented",
             Self::PolicyFailed { .. } => "policy_failed",

@@ -135,8 +135,8 @@ fn set_path(uri: &mut http::Uri, path: String) -> Result<(), ProxyError> {
 }
 
 /// The gateway's own answer to `e`; the connection is closed after a request it could not
-/// read, or would not read to its end (413: what follows on the connection is the rest of
-/// a body nobody will read).
+/// read, or would not read to its end (413, 503 `buffers_full`: what follows on the
+/// connection is the rest of a body nobody will read).
 fn error_response(e: &ProxyError, route: Option<&str>) -> Response<BoxBody> {
     if e.status().is_server_error() {
         tracing::debug!(error = %e, route = ?route, "request failed");
@@ -146,6 +146,7 @@ fn error_response(e: &ProxyError, route: Option<&str>) -> Response<BoxBody> {
         e,
         ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BuffersFull
             | ProxyError::NotImplemented(_)
             | ProxyError::BodyTooSlow(_)
             | ProxyError::BodyTimeout { .. }
@@ -249,7 +250,14 @@ async fn route_and_serve(
         attrs: Attributes::default(),
     };
     let steps = &route.pipeline;
-    let (decided, ran) = pipeline::request_phase(steps, req, &mut data, route.max_body_bytes).await;
+    let (decided, ran) = pipeline::request_phase(
+        steps,
+        req,
+        &mut data,
+        route.max_body_bytes,
+        &snap.body_buffers,
+    )
+    .await;
     let served = match decided {
         Ok(pipeline::Outcome::Respond(resp)) => Ok((resp, Guards::default())),
         Ok(pipeline::Outcome::Forward(req)) => {
@@ -278,7 +286,7 @@ async fn serve_target(
 ) -> Result<(Response<BoxBody>, Guards), ProxyError> {
     Ok(match &route.action {
         Action::Echo => (
-            responders::echo(req, conn, route, outcome.client).await?,
+            responders::echo(req, conn, route, outcome.client, &snap.body_buffers).await?,
             Guards::default(),
         ),
         Action::Analytics => (responders::analytics(&snap.policy_env), Guards::default()),
@@ -402,15 +410,62 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Reads a whole request body up to `limit` bytes.
-async fn read_body(body: BoxBody, limit: u64) -> Result<bytes::Bytes, ProxyError> {
-    match crate::body::limited(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::BodyTooLarge { limit })
-        }
-        Err(e) => Err(client_body_error(&*e)),
+/// A whole request body and its share of the gateway's body buffers (given back when
+/// dropped; see [`Held::body`]).
+pub(crate) struct Held {
+    /// The body.
+    pub(crate) bytes: bytes::Bytes,
+    share: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Held {
+    /// The body to send on, holding the share until it is sent or dropped.
+    pub(crate) fn body(self) -> BoxBody {
+        let share = self.share;
+        crate::body::full(self.bytes)
+            .map_frame(move |f| {
+                let _ = &share;
+                f
+            })
+            .boxed_unsync()
     }
+}
+
+/// Reads a whole request body up to `limit` bytes, taking its size from `buffers` as it
+/// arrives (503 when they cannot hold it).
+async fn read_body(
+    body: BoxBody,
+    limit: u64,
+    buffers: &Arc<tokio::sync::Semaphore>,
+) -> Result<Held, ProxyError> {
+    let mut body = crate::body::limited(body, limit);
+    let mut bytes = bytes::BytesMut::new();
+    let mut share: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ProxyError::BodyTooLarge { limit }
+            } else {
+                client_body_error(&*e)
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let more = u32::try_from(data.len())
+            .ok()
+            .and_then(|n| buffers.clone().try_acquire_many_owned(n).ok())
+            .ok_or(ProxyError::BuffersFull)?;
+        match &mut share {
+            Some(s) => s.merge(more),
+            None => share = Some(more),
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(Held {
+        bytes: bytes.freeze(),
+        share,
+    })
 }
 
 /// The answer to a request body that failed for a reason other than its size: 408 when it

@@ -6,14 +6,15 @@
 //! local responses. A failing policy either fails the request (`closed`) with a JSON body
 //! naming it, or is skipped and counted (`open`).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
+use tokio::sync::Semaphore;
 
-use super::{ProxyError, read_body};
+use super::{Held, ProxyError, read_body};
 use crate::body::{self, BoxBody};
 use crate::config::FailureMode;
 use crate::policy::wit::{Header, LocalResponse, RequestDecision, RequestEdits, ResponseDecision};
@@ -143,9 +144,10 @@ pub(super) async fn request_phase(
     req: Request<BoxBody>,
     data: &mut CallData,
     max_body: u64,
+    buffers: &Arc<Semaphore>,
 ) -> (Result<Outcome, ProxyError>, Vec<usize>) {
     let mut ran = Vec::with_capacity(steps.len());
-    let outcome = run_request_phases(steps, req, data, max_body, &mut ran).await;
+    let outcome = run_request_phases(steps, req, data, max_body, buffers, &mut ran).await;
     (outcome, ran)
 }
 
@@ -154,6 +156,7 @@ async fn run_request_phases(
     req: Request<BoxBody>,
     data: &mut CallData,
     max_body: u64,
+    buffers: &Arc<Semaphore>,
     ran: &mut Vec<usize>,
 ) -> Result<Outcome, ProxyError> {
     let (mut parts, mut body) = req.into_parts();
@@ -161,7 +164,7 @@ async fn run_request_phases(
     data.req.path = parts.uri.path().to_string();
     data.req.query = parts.uri.query().map(str::to_string);
     data.req.headers = std::mem::take(&mut parts.headers);
-    let mut buffered: Option<Bytes> = None;
+    let mut buffered: Option<Held> = None;
     for (i, step) in steps.iter().enumerate() {
         if let Some(c) = &step.when
             && !c.holds(&data.req.method, &data.req.path, &data.req.headers)
@@ -178,9 +181,12 @@ async fn run_request_phases(
                 Ok(RequestDecision::Continue | RequestDecision::Edit(_))
             )
         {
-            let bytes = match buffered.take() {
+            let held = match buffered.take() {
                 Some(b) => b,
-                None => read_body(std::mem::replace(&mut body, body::empty()), max_body).await?,
+                None => {
+                    let incoming = std::mem::replace(&mut body, body::empty());
+                    read_body(incoming, max_body, buffers).await?
+                }
             };
             // The body phase sees the request phase's edits.
             before = matches!(decision, Ok(RequestDecision::Edit(_))).then(|| data.req.clone());
@@ -189,9 +195,9 @@ async fn run_request_phases(
             {
                 decision = Err(err);
             } else {
-                decision = step.policy.on_request_body(data, bytes.to_vec()).await;
+                decision = step.policy.on_request_body(data, held.bytes.to_vec()).await;
             }
-            buffered = Some(bytes);
+            buffered = Some(held);
         }
         let applied = match decision {
             Ok(RequestDecision::Continue) => Ok(None),
@@ -244,14 +250,15 @@ async fn run_request_phases(
         // A buffered body is sent with a length; a request that had no body stays bodiless.
         let had_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
             || parts.headers.contains_key(http::header::CONTENT_LENGTH)
-            || !b.is_empty();
+            || !b.bytes.is_empty();
         parts.headers.remove(http::header::TRANSFER_ENCODING);
         if had_body {
-            parts
-                .headers
-                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(b.bytes.len()),
+            );
         }
-        body = body::full(b);
+        body = b.body();
     }
     Ok(Outcome::Forward(Request::from_parts(parts, body)))
 }

@@ -16,9 +16,11 @@ pub(super) async fn echo(
     conn: &ConnInfo,
     route: &RouteRuntime,
     client: IpAddr,
+    buffers: &std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let (parts, incoming) = req.into_parts();
-    let bytes = read_body(incoming, route.max_body_bytes).await?;
+    let held = read_body(incoming, route.max_body_bytes, buffers).await?;
+    let bytes = &held.bytes;
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
         let v = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
@@ -39,7 +41,7 @@ pub(super) async fn echo(
         "headers": headers,
         "client": client.to_string(),
         "route": &*route.name,
-        "body": String::from_utf8_lossy(&bytes),
+        "body": String::from_utf8_lossy(bytes),
     });
     let mut resp = Response::new(body::full(doc.to_string()));
     resp.headers_mut().insert(

@@ -43,6 +43,13 @@ pub fn check(config: &Config) -> Vec<Issue> {
             1 << 20,
         ),
         (at("limits", "max_headers"), l.max_headers as u64, 1, 10_000),
+        // A semaphore holds at most `usize::MAX >> 3` permits.
+        (
+            at("limits", "max_buffered_body_bytes"),
+            l.max_buffered_body_bytes,
+            1,
+            1 << 60,
+        ),
         (
             at("limits", "h2_max_concurrent_streams"),
             u64::from(l.h2_max_concurrent_streams),
@@ -133,6 +140,10 @@ mod tests {
             (
                 "[limits]\nmax_headers = 0",
                 "limits.max_headers: must be 1 to 10000",
+            ),
+            (
+                "[limits]\nmax_buffered_body_bytes = 0",
+                "limits.max_buffered_body_bytes: must be 1 to 1152921504606846976",
             ),
             (
                 "[limits]\nh2_max_concurrent_streams = 0",

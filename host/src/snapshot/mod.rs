@@ -95,6 +95,8 @@ pub struct Snapshot {
     pub plugin_digests: BTreeMap<String, String>,
     /// Every policy instance of every route (for their counters).
     pub policies: Vec<Arc<crate::policy::PolicyInstance>>,
+    /// The bytes of request bodies that may be held whole at once.
+    pub body_buffers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Snapshot {
@@ -234,6 +236,9 @@ impl Snapshot {
                     .map(|(n, c)| (n.clone(), c.digest.clone()))
                     .collect(),
                 policies,
+                body_buffers: Arc::new(tokio::sync::Semaphore::new(
+                    usize::try_from(limits.max_buffered_body_bytes).unwrap_or(usize::MAX >> 3),
+                )),
             })
         } else {
             Err(issues)
