@@ -1272,7 +1272,7 @@ async fn a_jwks_fetch_slower_than_the_cpu_timeout_does_not_count_as_cpu() {
 }
 
 /// A JWKS fetch slower than the policy's wall budget (2 s) times out inside the call, at
-/// nine tenths of what is left of it: the policy hears of the timeout and answers (no key:
+/// the time left to it less a margin: the policy hears of the timeout and answers (no key:
 /// 401), instead of being cancelled with its call (a policy failure, its instance lost).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_jwks_fetch_slower_than_the_call_budget_times_out_within_the_call() {

@@ -517,10 +517,12 @@ impl outbound_http::Host for HostState {
         headers: Vec<types::Header>,
     ) -> wasmtime::Result<Result<outbound_http::Response, outbound_http::HttpError>> {
         let caps = self.caps.clone();
-        // Nine tenths of the call's remaining time, the rest left to act on a timeout.
-        let budget = self
-            .wall_deadline
-            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()) * 9 / 10);
+        // The call's remaining time less a tenth of it, and at least 100 ms, left to the
+        // policy to act on a timeout.
+        let budget = self.wall_deadline.map(|d| {
+            let left = d.saturating_duration_since(tokio::time::Instant::now());
+            left.saturating_sub((left / 10).max(Duration::from_millis(100)))
+        });
         Ok(self.io(caps.outbound.get(&url, headers, budget)).await)
     }
 }
