@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use sluice_sdk::decision::{GATEWAY_HEADERS, MAX_HEADER_EDITS, MAX_HEADER_VALUE_BYTES};
 
 /// `request-transformer`'s configuration, as written in the route's `config` table.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,12 +71,31 @@ impl Config {
                 return Err(format!("`headers`: {name:?} is not a header name"));
             }
         }
+        // What the gateway takes in one decision, refused here rather than on every request.
+        let written = h.rename.values().chain(h.set.keys()).chain(h.add.keys());
+        for name in written.clone() {
+            if GATEWAY_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "`headers`: {name:?} is the gateway's to set (it frames the message or the connection)"
+                ));
+            }
+        }
+        if written.count() > MAX_HEADER_EDITS {
+            return Err(format!(
+                "`headers`: more than {MAX_HEADER_EDITS} headers renamed, set and added together"
+            ));
+        }
         for (name, value) in h.set.iter().chain(h.add.iter()) {
             // What HTTP allows in a field value (RFC 9110 §5.5): no control character
             // other than tab.
             if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err(format!(
                     "`headers`: the value of {name:?} contains a control character"
+                ));
+            }
+            if value.len() > MAX_HEADER_VALUE_BYTES {
+                return Err(format!(
+                    "`headers`: the value of {name:?} is over {MAX_HEADER_VALUE_BYTES} bytes"
                 ));
             }
         }
@@ -237,6 +257,22 @@ mod tests {
             (
                 json!({ "query": { "add": { "": "1" } } }),
                 "empty parameter name",
+            ),
+            (
+                json!({ "headers": { "set": { "Content-Length": "0" } } }),
+                "the gateway's to set",
+            ),
+            (
+                json!({ "headers": { "rename": { "x-te": "te" } } }),
+                "the gateway's to set",
+            ),
+            (
+                json!({ "headers": { "set": { "x": "v".repeat(16 * 1024 + 1) } } }),
+                "over 16384 bytes",
+            ),
+            (
+                json!({ "headers": { "add": (0..65).map(|i| (format!("x-{i}"), json!("1"))).collect::<serde_json::Map<_, _>>() } }),
+                "more than 64 headers",
             ),
             (
                 json!({ "headers": { "append": { "x": "1" } } }),
