@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -51,9 +51,9 @@ pub fn limited(body: BoxBody, limit: u64) -> BoxBody {
     http_body_util::Limited::new(body.map_err(BodyError), limit).boxed_unsync()
 }
 
-/// The slowest a request body may arrive: on average at least `bytes_per_sec` from its first
-/// byte on, checked once `grace` has passed (the defence against slow-body attacks; a body
-/// that stops altogether is the idle timeout's).
+/// The slowest a body may move: on average at least `bytes_per_sec` from when it is first
+/// read (a request body, see [`min_rate`]) or counted (a response), checked once `grace` has
+/// passed (the defence against slow-body and slow-read attacks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinRate {
     /// Bytes per second.
@@ -127,9 +127,11 @@ pub fn min_rate(body: BoxBody, min: MinRate) -> BoxBody {
 struct MinRateBody {
     inner: BoxBody,
     min: MinRate,
-    start: Option<Instant>,
+    /// When the body was first read (the tokio clock, which the timer uses too).
+    start: Option<tokio::time::Instant>,
     bytes: u64,
-    /// Armed while the reader waits (made on the first wait, re-set after).
+    /// Set to when the data so far stops covering the rate; re-armed only when it fires
+    /// (data since then moved the point later), not on every wait.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -141,7 +143,7 @@ impl MinRateBody {
     }
 
     /// When the data so far stops covering the rate (and the grace period is over).
-    fn due(&self, since: Instant) -> Instant {
+    fn due(&self, since: tokio::time::Instant) -> tokio::time::Instant {
         let covered = Duration::from_secs_f64(self.bytes as f64 / self.min.bytes_per_sec as f64);
         // A millisecond past the boundary, where `is_behind` holds.
         since + covered.max(self.min.grace) + Duration::from_millis(1)
@@ -157,7 +159,7 @@ impl Body for MinRateBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let since = *this.start.get_or_insert_with(Instant::now);
+        let since = *this.start.get_or_insert_with(tokio::time::Instant::now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -169,31 +171,23 @@ impl Body for MinRateBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                if this.min.is_behind(this.bytes, since.elapsed()) {
+                let due = this.due(since);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The timer fired: past the point the data covers now, the body is behind;
+                // otherwise data since it was set moved that point, and it is set again
+                // (polled once more to register the wake-up; firing again at once means due).
+                if tokio::time::Instant::now() >= due {
                     return Poll::Ready(Some(Err(this.too_slow())));
                 }
-                // Armed for when the rate breaks; a timer that fires a hair early is re-armed
-                // (polling it again registers the wake-up).
-                loop {
-                    let due = tokio::time::Instant::from_std(this.due(since));
-                    let timer = match &mut this.timer {
-                        Some(t) => {
-                            if t.deadline() != due {
-                                t.as_mut().reset(due);
-                            }
-                            t
-                        }
-                        None => this.timer.insert(Box::pin(tokio::time::sleep_until(due))),
-                    };
-                    if timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    // Past due is behind (unless the timer fired a hair early: re-armed).
-                    if Instant::now() >= this.due(since)
-                        || this.min.is_behind(this.bytes, since.elapsed())
-                    {
-                        return Poll::Ready(Some(Err(this.too_slow())));
-                    }
+                timer.as_mut().reset(due);
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Some(Err(this.too_slow()))),
                 }
             }
             other => other,

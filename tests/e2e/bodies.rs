@@ -325,7 +325,7 @@ async fn a_body_policy_forwards_a_chunked_upload_with_a_content_length() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_read_whole_share_the_gateways_buffer_budget() {
     let gw = Gateway::start(&config(
-        "[limits]\nmax_buffered_body_bytes = 100000\nmin_body_rate = 0\n\n\
+        "[limits]\nmax_buffered_body_bytes = 100000\nmax_body_bytes = 100000\nmin_body_rate = 0\n\n\
          [[routes]]\nname = \"echo\"\nrespond = \"echo\"\n",
     ));
     let addr = gw.addr("main");

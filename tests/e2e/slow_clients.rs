@@ -419,6 +419,42 @@ async fn request_body_that_stops_sending_data_is_answered_408_at_the_rate() {
     }
 }
 
+/// A body read whole (by the echo responder here) must arrive within the route's timeout,
+/// however well its start covered the rate: 408 `body_timeout` after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_read_whole_must_arrive_within_the_routes_timeout() {
+    let gw = Gateway::start(&cfg(
+        "",
+        "[limits]\nmin_body_rate = 1\nidle_timeout = \"30s\"\n\n\
+         [[routes]]\nname = \"echo\"\nrespond = \"echo\"\ntimeout = \"500ms\"\n",
+    ));
+    let mut c = RawConn::open(gw.addr("main")).await;
+    let start = Instant::now();
+    // 50 bytes cover 50 s at 1 byte/s; the other 50 never come.
+    c.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}",
+            "a".repeat(50)
+        )
+        .as_bytes(),
+    )
+    .await;
+    let r = tokio::time::timeout(HANG, c.response())
+        .await
+        .expect("no answer to a body that never completes");
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert!(String::from_utf8_lossy(&r.body).contains("body_timeout"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        c.closed_within(HANG).await.is_some(),
+        "the connection stayed open"
+    );
+}
+
 /// A body sent well above the rate is forwarded whole, and a route with `min_body_rate = 0`
 /// accepts even a trickled one.
 #[tokio::test(flavor = "multi_thread")]

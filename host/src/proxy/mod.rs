@@ -12,7 +12,7 @@ mod upgrade;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
@@ -250,14 +250,8 @@ async fn route_and_serve(
         attrs: Attributes::default(),
     };
     let steps = &route.pipeline;
-    let (decided, ran) = pipeline::request_phase(
-        steps,
-        req,
-        &mut data,
-        route.max_body_bytes,
-        &snap.body_buffers,
-    )
-    .await;
+    let whole = WholeBody::of(snap, &route);
+    let (decided, ran) = pipeline::request_phase(steps, req, &mut data, whole).await;
     let served = match decided {
         Ok(pipeline::Outcome::Respond(resp)) => Ok((resp, Guards::default())),
         Ok(pipeline::Outcome::Forward(req)) => {
@@ -286,7 +280,7 @@ async fn serve_target(
 ) -> Result<(Response<BoxBody>, Guards), ProxyError> {
     Ok(match &route.action {
         Action::Echo => (
-            responders::echo(req, conn, route, outcome.client, &snap.body_buffers).await?,
+            responders::echo(req, conn, route, outcome.client, WholeBody::of(snap, route)).await?,
             Guards::default(),
         ),
         Action::Analytics => (responders::analytics(&snap.policy_env), Guards::default()),
@@ -431,41 +425,81 @@ impl Held {
     }
 }
 
-/// Reads a whole request body up to `limit` bytes, taking its size from `buffers` as it
-/// arrives (503 when they cannot hold it).
-async fn read_body(
-    body: BoxBody,
+/// How a route reads a request body whole: at most `limit` bytes, within `within` of the
+/// first read (408 after), each byte taken from the gateway's `buffers` as it arrives (503
+/// when they cannot hold it).
+#[derive(Clone, Copy)]
+pub(crate) struct WholeBody<'a> {
     limit: u64,
-    buffers: &Arc<tokio::sync::Semaphore>,
-) -> Result<Held, ProxyError> {
-    let mut body = crate::body::limited(body, limit);
-    let mut bytes = bytes::BytesMut::new();
-    let mut share: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ProxyError::BodyTooLarge { limit }
-            } else {
-                client_body_error(&*e)
-            }
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let more = u32::try_from(data.len())
-            .ok()
-            .and_then(|n| buffers.clone().try_acquire_many_owned(n).ok())
-            .ok_or(ProxyError::BuffersFull)?;
-        match &mut share {
-            Some(s) => s.merge(more),
-            None => share = Some(more),
+    within: Duration,
+    buffers: &'a Arc<tokio::sync::Semaphore>,
+}
+
+impl<'a> WholeBody<'a> {
+    /// The way `route` reads bodies whole in `snap`: within its timeout (its upstream's
+    /// `request_timeout` when it sets none, 30 s for a responder's).
+    fn of(snap: &'a Snapshot, route: &RouteRuntime) -> Self {
+        let within = route.timeout.unwrap_or(match &route.action {
+            Action::Proxy(group) => group.request_timeout,
+            _ => Duration::from_secs(30),
+        });
+        Self {
+            limit: route.max_body_bytes,
+            within,
+            buffers: &snap.body_buffers,
         }
-        bytes.extend_from_slice(&data);
     }
-    Ok(Held {
-        bytes: bytes.freeze(),
-        share,
-    })
+
+    /// Reads `body` whole.
+    pub(crate) async fn read(self, body: BoxBody) -> Result<Held, ProxyError> {
+        let ms = self.within.as_millis();
+        tokio::time::timeout(self.within, self.collect(body))
+            .await
+            .unwrap_or(Err(ProxyError::BodyTimeout { ms }))
+    }
+
+    async fn collect(self, body: BoxBody) -> Result<Held, ProxyError> {
+        let limit = self.limit;
+        let mut body = crate::body::limited(body, limit);
+        let mut chunks: Vec<bytes::Bytes> = Vec::new();
+        let mut total = 0usize;
+        let mut share: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    ProxyError::BodyTooLarge { limit }
+                } else {
+                    client_body_error(&*e)
+                }
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let more = u32::try_from(data.len())
+                .ok()
+                .and_then(|n| self.buffers.clone().try_acquire_many_owned(n).ok())
+                .ok_or(ProxyError::BuffersFull)?;
+            match &mut share {
+                Some(s) => s.merge(more),
+                None => share = Some(more),
+            }
+            total += data.len();
+            chunks.push(data);
+        }
+        // One piece is the body as it came; several are joined once, at their exact size.
+        let bytes = match chunks.len() {
+            0 => bytes::Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => {
+                let mut joined = bytes::BytesMut::with_capacity(total);
+                for c in &chunks {
+                    joined.extend_from_slice(c);
+                }
+                joined.freeze()
+            }
+        };
+        Ok(Held { bytes, share })
+    }
 }
 
 /// The answer to a request body that failed for a reason other than its size: 408 when it

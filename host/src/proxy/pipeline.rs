@@ -6,15 +6,13 @@
 //! local responses. A failing policy either fails the request (`closed`) with a JSON body
 //! naming it, or is skipped and counted (`open`).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
-use tokio::sync::Semaphore;
 
-use super::{Held, ProxyError, read_body};
+use super::{Held, ProxyError, WholeBody};
 use crate::body::{self, BoxBody};
 use crate::config::FailureMode;
 use crate::policy::wit::{Header, LocalResponse, RequestDecision, RequestEdits, ResponseDecision};
@@ -143,11 +141,10 @@ pub(super) async fn request_phase(
     steps: &[Step],
     req: Request<BoxBody>,
     data: &mut CallData,
-    max_body: u64,
-    buffers: &Arc<Semaphore>,
+    whole: WholeBody<'_>,
 ) -> (Result<Outcome, ProxyError>, Vec<usize>) {
     let mut ran = Vec::with_capacity(steps.len());
-    let outcome = run_request_phases(steps, req, data, max_body, buffers, &mut ran).await;
+    let outcome = run_request_phases(steps, req, data, whole, &mut ran).await;
     (outcome, ran)
 }
 
@@ -155,8 +152,7 @@ async fn run_request_phases(
     steps: &[Step],
     req: Request<BoxBody>,
     data: &mut CallData,
-    max_body: u64,
-    buffers: &Arc<Semaphore>,
+    whole: WholeBody<'_>,
     ran: &mut Vec<usize>,
 ) -> Result<Outcome, ProxyError> {
     let (mut parts, mut body) = req.into_parts();
@@ -185,7 +181,7 @@ async fn run_request_phases(
                 Some(b) => b,
                 None => {
                     let incoming = std::mem::replace(&mut body, body::empty());
-                    read_body(incoming, max_body, buffers).await?
+                    whole.read(incoming).await?
                 }
             };
             // The body phase sees the request phase's edits.

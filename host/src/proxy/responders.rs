@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use super::{ConnInfo, ProxyError, read_body};
+use super::{ConnInfo, ProxyError, WholeBody};
 use crate::body::{self, BoxBody};
 use crate::snapshot::RouteRuntime;
 
@@ -16,10 +16,10 @@ pub(super) async fn echo(
     conn: &ConnInfo,
     route: &RouteRuntime,
     client: IpAddr,
-    buffers: &std::sync::Arc<tokio::sync::Semaphore>,
+    whole: WholeBody<'_>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let (parts, incoming) = req.into_parts();
-    let held = read_body(incoming, route.max_body_bytes, buffers).await?;
+    let held = whole.read(incoming).await?;
     let bytes = &held.bytes;
     let mut headers = Map::new();
     for (name, value) in &parts.headers {

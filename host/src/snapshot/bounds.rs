@@ -81,11 +81,22 @@ pub fn check(config: &Config) -> Vec<Issue> {
             10_000_000,
         ),
     ];
-    rules
+    let mut issues: Vec<Issue> = rules
         .into_iter()
         .filter(|(_, value, min, max)| !(min..=max).contains(&value))
         .map(|(key, _, min, max)| Issue::new(key, format!("must be {min} to {max}")))
-        .collect()
+        .collect();
+    // Below it, every body of the default size read whole would get 503.
+    if l.max_buffered_body_bytes < l.max_body_bytes {
+        issues.push(Issue::new(
+            at("limits", "max_buffered_body_bytes"),
+            format!(
+                "must be at least limits.max_body_bytes ({})",
+                l.max_body_bytes
+            ),
+        ));
+    }
+    issues
 }
 
 #[cfg(test)]
@@ -142,8 +153,12 @@ mod tests {
                 "limits.max_headers: must be 1 to 10000",
             ),
             (
-                "[limits]\nmax_buffered_body_bytes = 0",
+                "[limits]\nmax_buffered_body_bytes = 0\nmax_body_bytes = 0",
                 "limits.max_buffered_body_bytes: must be 1 to 1152921504606846976",
+            ),
+            (
+                "[limits]\nmax_buffered_body_bytes = 1000\nmax_body_bytes = 1001",
+                "limits.max_buffered_body_bytes: must be at least limits.max_body_bytes (1001)",
             ),
             (
                 "[limits]\nh2_max_concurrent_streams = 0",

@@ -95,7 +95,8 @@ pub struct Snapshot {
     pub plugin_digests: BTreeMap<String, String>,
     /// Every policy instance of every route (for their counters).
     pub policies: Vec<Arc<crate::policy::PolicyInstance>>,
-    /// The bytes of request bodies that may be held whole at once.
+    /// The bytes of request bodies that may be held whole at once. Each snapshot has its
+    /// own: after a reload, bodies still held under the previous one are not counted in it.
     pub body_buffers: Arc<tokio::sync::Semaphore>,
 }
 
@@ -412,6 +413,15 @@ fn compile_edits(e: &config::HeaderEdits, at: &KeyPath, issues: &mut Vec<Issue>)
         HeaderName::from_bytes(k.as_bytes()),
         HeaderValue::from_str(v),
     ) {
+        // Framing and connection headers are the gateway's (a `content-length` set here
+        // would make hyper announce one length and send another).
+        (Ok(n), Ok(_)) if crate::proxy::headers::is_gateway_header(&n) => {
+            issues.push(Issue::new(
+                at,
+                format!("{k:?} is the gateway's to set (it frames the message or the connection)"),
+            ));
+            None
+        }
         (Ok(n), Ok(v)) => Some((n, v)),
         _ => {
             issues.push(Issue::new(at, format!("invalid header {k:?}: {v:?}")));
@@ -559,6 +569,25 @@ mod tests {
     }
 
     const L: &str = "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n";
+
+    #[test]
+    fn refuses_framing_headers_in_route_edits_and_static_responses() {
+        let src = format!(
+            "{L}[[routes]]\nname = \"r\"\nrespond = {{ static = {{ body = \"x\", headers = {{ content-length = \"0\" }} }} }}\nresponse_headers = {{ set = {{ transfer-encoding = \"chunked\" }}, add = {{ x-ok = \"1\" }} }}\nrequest_headers = {{ remove = [\"connection\"] }}\n"
+        );
+        let all = issues(&src);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(
+            all.iter()
+                .any(|i| i.contains("content-length") && i.contains("the gateway's to set")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|i| i.starts_with("routes[0].response_headers.set.transfer-encoding")),
+            "{all:?}"
+        );
+    }
 
     #[test]
     fn reports_unknown_upstream_and_bad_cidr() {
