@@ -73,6 +73,6 @@ config = { header = "x-api-key", consumers = [{ name = "bench", key_sha256 = "$2
 
 [[routes.policies]]
 plugin = "rate-limit"
-config = { requests = 10000000, window = "1s", key = "consumer" }
+config = { requests = 1000000, window = "1s", key = "consumer" }
 TOML
 }

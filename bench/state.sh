@@ -117,7 +117,7 @@ EOF
         printf 'respond = { static = { status = 200, body = "ok" } }\n'
         [[ $r == none ]] && continue
         printf '\n[[routes.policies]]\nplugin = "rate-limit"\n'
-        printf 'config = { requests = 1000000000, window = "1m", key = "route" }\n'
+        printf 'config = { requests = 60000000, window = "1m", key = "route" }\n'
         printf 'rate_limit_backend = "%s"\non_backend_error = "closed"\n' "$r"
     done
 } >"$WORK/gateway.toml"
