@@ -11,6 +11,10 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 /// whose decision holds more.
 pub const MAX_HEADER_EDITS: usize = 64;
 
+/// The largest body of a local response: the host fails a call whose decision holds a
+/// larger one.
+pub const MAX_LOCAL_BODY_BYTES: usize = 1024 * 1024;
+
 /// Headers a decision may not set or append: the gateway frames each message and owns
 /// the connection (`content-length`, `transfer-encoding`, `connection`, `keep-alive`,
 /// `proxy-connection`, `upgrade`, `http2-settings`, `te`, `trailer`); the host fails a call
@@ -26,6 +30,29 @@ pub const GATEWAY_HEADERS: [&str; 9] = [
     "te",
     "trailer",
 ];
+
+/// Panics, as the host fails the call, when `set` and `append` break the host's rules for
+/// one decision's headers (used by the test harness).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn assert_host_takes(set: &[Header], append: &[Header]) {
+    assert!(
+        set.len() + append.len() <= MAX_HEADER_EDITS,
+        "more than {MAX_HEADER_EDITS} header edits in one decision: the host fails this call"
+    );
+    for h in set.iter().chain(append) {
+        let name = h.name.to_ascii_lowercase();
+        assert!(
+            !GATEWAY_HEADERS.contains(&name.as_str()),
+            "header {:?} is the gateway's to set: the host fails this call",
+            h.name
+        );
+        assert!(
+            h.value.len() <= MAX_HEADER_VALUE_BYTES,
+            "header {:?} over {MAX_HEADER_VALUE_BYTES} bytes: the host fails this call",
+            h.name
+        );
+    }
+}
 
 /// One header: a case-insensitive name and its raw value bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

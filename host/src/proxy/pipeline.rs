@@ -19,11 +19,12 @@ use crate::policy::wit::{Header, LocalResponse, RequestDecision, RequestEdits, R
 use crate::policy::{CallData, PolicyError, RequestView, ResponseView};
 use crate::snapshot::pipeline::Step;
 
-/// Largest header value a policy may set.
+/// Largest header value a policy may set (the SDK's `decision::MAX_HEADER_VALUE_BYTES`).
 const MAX_EDIT_HEADER_BYTES: usize = 16 * 1024;
-/// Most headers a policy may set in one decision.
+/// Most headers a policy may set in one decision (the SDK's `decision::MAX_HEADER_EDITS`).
 const MAX_EDIT_HEADERS: usize = 64;
-/// Largest local response body a policy may produce.
+/// Largest local response body a policy may produce (the SDK's
+/// `decision::MAX_LOCAL_BODY_BYTES`).
 const MAX_LOCAL_BODY: usize = 1024 * 1024;
 
 /// What the request phase decided.

@@ -153,8 +153,15 @@ impl FakeState {
     /// A GCRA limiter: one request every `window / requests`, with a tolerance of
     /// `burst` (or `requests`) requests.
     fn gcra(&mut self, key: &str, limit: Limit, cost: u32) -> Result<Verdict, String> {
+        // The host's bounds on a limit (it answers the same errors).
         if limit.requests == 0 || limit.window_ms == 0 {
-            return Err("invalid limit: requests and window must be positive".into());
+            return Err("limit.requests and limit.window-ms must be positive".into());
+        }
+        if limit.window_ms > 366 * 24 * 3600 * 1000 {
+            return Err("limit.window-ms over 31622400000 (366 days)".into());
+        }
+        if u64::from(limit.requests) > limit.window_ms.saturating_mul(1000) {
+            return Err("limit.requests over one per microsecond of the window".into());
         }
         let capacity = if limit.burst == 0 {
             limit.requests

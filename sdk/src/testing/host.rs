@@ -6,7 +6,9 @@ use std::fmt;
 use std::rc::Rc;
 
 use super::{TestContext, TestRequest, TestResponse};
-use crate::decision::{Header, RequestDecision, ResponseDecision};
+use crate::decision::{
+    Header, MAX_LOCAL_BODY_BYTES, RequestDecision, ResponseDecision, assert_host_takes,
+};
 use crate::host::fake::{self, FakeState};
 use crate::http::{HttpError, HttpResponse};
 use crate::kv::KvError;
@@ -174,7 +176,7 @@ impl TestHost {
         ctx: &TestContext,
     ) -> RequestDecision {
         self.activate();
-        policy.on_request(&req.as_request(), &ctx.as_context())
+        checked(policy.on_request(&req.as_request(), &ctx.as_context()))
     }
 
     /// Calls the policy's `on_request_body` with `body`, as the gateway does after
@@ -188,7 +190,7 @@ impl TestHost {
         ctx: &TestContext,
     ) -> RequestDecision {
         self.activate();
-        policy.on_request_body(&req.as_request(), body, &ctx.as_context())
+        checked(policy.on_request_body(&req.as_request(), body, &ctx.as_context()))
     }
 
     /// Calls the policy's `on_response`.
@@ -200,7 +202,11 @@ impl TestHost {
         ctx: &TestContext,
     ) -> ResponseDecision {
         self.activate();
-        policy.on_response(&req.as_request(), &resp.as_response(), &ctx.as_context())
+        let d = policy.on_response(&req.as_request(), &resp.as_response(), &ctx.as_context());
+        if let ResponseDecision::Edit(e) = &d {
+            assert_host_takes(&e.set_headers, &e.append_headers);
+        }
+        d
     }
 
     /// The capabilities the policy has called so far.
@@ -306,6 +312,23 @@ impl TestHost {
     }
 }
 
+/// `d`, after the checks the host makes of a request decision (a decision it would refuse
+/// panics here, as the call fails there).
+fn checked(d: RequestDecision) -> RequestDecision {
+    match &d {
+        RequestDecision::Continue => {}
+        RequestDecision::Edit(e) => assert_host_takes(&e.set_headers, &e.append_headers),
+        RequestDecision::Respond(r) => {
+            assert_host_takes(&[], &r.headers);
+            assert!(
+                r.body.len() <= MAX_LOCAL_BODY_BYTES,
+                "local response body over {MAX_LOCAL_BODY_BYTES} bytes: the host fails this call"
+            );
+        }
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +379,24 @@ mod tests {
         assert!(rate_limit::check("k", limit, 1).unwrap().allowed);
         assert!(rate_limit::check("other", limit, 1).unwrap().allowed);
         assert_eq!(host.rate_limit_calls().len(), 5);
+    }
+
+    #[test]
+    fn limits_the_gateway_refuses_are_errors() {
+        let _host = TestHost::new();
+        let limit = |requests, window_ms| Limit {
+            requests,
+            window_ms,
+            burst: 0,
+        };
+        for bad in [
+            limit(0, 1000),
+            limit(1001, 1),
+            limit(1, 366 * 24 * 3600 * 1000 + 1),
+        ] {
+            assert!(rate_limit::check("k", bad, 1).is_err(), "{bad:?}");
+        }
+        assert!(rate_limit::check("k", limit(1000, 1), 1).is_ok());
     }
 
     #[test]
