@@ -1235,16 +1235,12 @@ async fn a_failing_jwks_endpoint_leaves_the_cached_keys_working() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_jwks_fetch_slower_than_the_cpu_timeout_does_not_count_as_cpu() {
+/// A JWKS endpoint answering key `k1` after `delay`, a backend, a gateway with the
+/// `pooled` and `isolated` routes on it, and a token signed with `k1`.
+async fn slow_jwks_gateway(delay: Duration) -> (Jwks, Upstream, Gateway, String) {
     let k = Keys::new();
-    // The identity provider takes 600 ms to answer; the plugin's CPU budget is 200 ms, its
-    // wall budget 2 s. Waiting for the answer is not CPU time: the keys load and are used.
     let jwks = Jwks::start(json!([])).await;
-    jwks.serve(Answer::Slow(
-        Duration::from_millis(600),
-        json!([k.a.jwk("k1")]),
-    ));
+    jwks.serve(Answer::Slow(delay, json!([k.a.jwk("k1")])));
     let backend = Upstream::named("ok").await;
     let gw = start(&format!(
         "{}{}{}",
@@ -1253,6 +1249,14 @@ async fn a_jwks_fetch_slower_than_the_cpu_timeout_does_not_count_as_cpu() {
         two_routes(&jwks, "1h", "1s"),
     ));
     let valid = rs256(&k.a, "k1");
+    (jwks, backend, gw, valid)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwks_fetch_slower_than_the_cpu_timeout_does_not_count_as_cpu() {
+    // The identity provider takes 600 ms to answer; the plugin's CPU budget is 200 ms, its
+    // wall budget 2 s. Waiting for the answer is not CPU time: the keys load and are used.
+    let (jwks, _backend, gw, valid) = slow_jwks_gateway(Duration::from_millis(600)).await;
     for route in ["pooled", "isolated"] {
         let started = Instant::now();
         let r = call(&gw, route, &valid).await;
@@ -1276,17 +1280,7 @@ async fn a_jwks_fetch_slower_than_the_cpu_timeout_does_not_count_as_cpu() {
 /// 401), instead of being cancelled with its call (a policy failure, its instance lost).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_jwks_fetch_slower_than_the_call_budget_times_out_within_the_call() {
-    let k = Keys::new();
-    let jwks = Jwks::start(json!([])).await;
-    jwks.serve(Answer::Slow(Duration::from_secs(4), json!([k.a.jwk("k1")])));
-    let backend = Upstream::named("ok").await;
-    let gw = start(&format!(
-        "{}{}{}",
-        plugins(ALL_GRANTS, &[jwks.up.addr]),
-        upstream(&backend),
-        two_routes(&jwks, "1h", "1s"),
-    ));
-    let valid = rs256(&k.a, "k1");
+    let (_jwks, _backend, gw, valid) = slow_jwks_gateway(Duration::from_secs(4)).await;
     for route in ["pooled", "isolated"] {
         let started = Instant::now();
         let r = call(&gw, route, &valid).await;
