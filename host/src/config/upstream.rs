@@ -65,8 +65,11 @@ pub struct Upstream {
 fn default_connect_timeout() -> Dur {
     Dur::secs(5)
 }
+/// An upstream's default time until the response head.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+
 fn default_request_timeout() -> Dur {
-    Dur::secs(30)
+    Dur::secs(DEFAULT_REQUEST_TIMEOUT_SECS)
 }
 fn default_h2_ping_interval() -> Dur {
     Dur::secs(10)

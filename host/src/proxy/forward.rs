@@ -117,16 +117,6 @@ impl BodyFailed {
     }
 }
 
-/// The answer to a request body that failed while it was forwarded: 413 beyond the limit,
-/// 408 too slow, 400 otherwise.
-fn client_body_failure(e: &body::BoxError, limit: u64) -> ProxyError {
-    if e.is::<http_body_util::LengthLimitError>() {
-        ProxyError::BodyTooLarge { limit }
-    } else {
-        super::client_body_error(&**e)
-    }
-}
-
 fn classify(
     group: &UpstreamGroup,
     target: &str,
@@ -174,7 +164,7 @@ pub(super) async fn forward(
     outcome: &mut Outcome,
 ) -> Result<(Response<BoxBody>, Guards), ProxyError> {
     let group = ctx.group.clone();
-    let timeout: Duration = ctx.route.timeout.unwrap_or(group.request_timeout);
+    let timeout: Duration = ctx.route.head_timeout();
     let deadline = Instant::now() + timeout;
     let is_upgrade = ctx.route.websocket && upgrade::is_websocket(&req);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -255,7 +245,7 @@ pub(super) async fn forward(
         body::limited(incoming, limit)
             .map_err(move |e| {
                 if let Some(slot) = &record {
-                    slot.record(client_body_failure(&e, limit));
+                    slot.record(super::client_body_error(&*e, limit));
                 }
                 e
             })

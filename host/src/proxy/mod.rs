@@ -436,16 +436,11 @@ pub(crate) struct WholeBody<'a> {
 }
 
 impl<'a> WholeBody<'a> {
-    /// The way `route` reads bodies whole in `snap`: within its timeout (its upstream's
-    /// `request_timeout` when it sets none, 30 s for a responder's).
+    /// The way `route` reads bodies whole in `snap`: within its head timeout.
     fn of(snap: &'a Snapshot, route: &RouteRuntime) -> Self {
-        let within = route.timeout.unwrap_or(match &route.action {
-            Action::Proxy(group) => group.request_timeout,
-            _ => Duration::from_secs(30),
-        });
         Self {
             limit: route.max_body_bytes,
-            within,
+            within: route.head_timeout(),
             buffers: &snap.body_buffers,
         }
     }
@@ -465,13 +460,7 @@ impl<'a> WholeBody<'a> {
         let mut total = 0usize;
         let mut share: Option<tokio::sync::OwnedSemaphorePermit> = None;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    ProxyError::BodyTooLarge { limit }
-                } else {
-                    client_body_error(&*e)
-                }
-            })?;
+            let frame = frame.map_err(|e| client_body_error(&*e, limit))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -502,9 +491,12 @@ impl<'a> WholeBody<'a> {
     }
 }
 
-/// The answer to a request body that failed for a reason other than its size: 408 when it
-/// arrived too slowly, 400 otherwise.
-pub(crate) fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
+/// The answer to a request body that failed: 413 beyond `limit`, 408 when it arrived too
+/// slowly, 400 otherwise.
+pub(crate) fn client_body_error(e: &(dyn std::error::Error + 'static), limit: u64) -> ProxyError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        return ProxyError::BodyTooLarge { limit };
+    }
     match crate::body::too_slow(e) {
         Some(t) => ProxyError::BodyTooSlow(*t),
         None => ProxyError::BadRequest("the request body could not be read"),

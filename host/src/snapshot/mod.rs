@@ -66,6 +66,17 @@ pub struct RouteRuntime {
     pub pipeline: Vec<pipeline::Step>,
 }
 
+impl RouteRuntime {
+    /// Time until the response head: the route's `timeout`, else its upstream's
+    /// `request_timeout`, else (a responder route) the upstreams' default.
+    pub fn head_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(match &self.action {
+            Action::Proxy(group) => group.request_timeout,
+            _ => Duration::from_secs(config::DEFAULT_REQUEST_TIMEOUT_SECS),
+        })
+    }
+}
+
 /// A compiled listener (its socket is bound once, outside the snapshot).
 pub struct ListenerRuntime {
     /// Name.
