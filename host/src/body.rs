@@ -223,57 +223,43 @@ impl Upload {
 
 /// `body` and its [`Upload`] state; `on_end` is called when the body's end is seen (perhaps
 /// more than once).
-pub fn watch_upload(
-    body: BoxBody,
-    mut on_end: impl FnMut() + Send + Unpin + 'static,
-) -> (BoxBody, Arc<Upload>) {
+pub fn watch_upload<F>(body: BoxBody, on_end: F) -> (BoxBody, Arc<Upload>)
+where
+    F: FnMut() + Send + Unpin + 'static,
+{
     let first = if body.is_end_stream() {
         ENDED
     } else {
         HANDED_ON
     };
     let state = Arc::new(Upload(AtomicU8::new(first)));
-    let seen_by = state.clone();
-    let watched = inspect(body, move |seen| {
-        let now = match seen {
-            Seen::Pending => WAITING,
-            Seen::Frame => HANDED_ON,
-            Seen::End => {
-                on_end();
-                ENDED
-            }
-        };
-        seen_by.0.store(now, Ordering::Release);
-    });
-    (watched, state)
+    let watched = Watched {
+        inner: body,
+        state: state.clone(),
+        on_end,
+    };
+    (watched.boxed_unsync(), state)
 }
 
-/// What a body's poll found, as passed to an [`inspect`] check.
-enum Seen {
-    /// Nothing yet.
-    Pending,
-    /// A frame.
-    Frame,
-    /// The end (seen either as the last poll or as `is_end_stream` after a frame).
-    End,
-}
-
-/// `body` with `check` called on each poll's outcome (errors excepted).
-fn inspect<F>(body: BoxBody, check: F) -> BoxBody
-where
-    F: FnMut(Seen) + Send + Unpin + 'static,
-{
-    Inspected { inner: body, check }.boxed_unsync()
-}
-
-struct Inspected<F> {
+/// A body whose polls set its [`Upload`] state.
+struct Watched<F> {
     inner: BoxBody,
-    check: F,
+    state: Arc<Upload>,
+    on_end: F,
 }
 
-impl<F> Body for Inspected<F>
+impl<F: FnMut()> Watched<F> {
+    fn set(&mut self, now: u8) {
+        if now == ENDED {
+            (self.on_end)();
+        }
+        self.state.0.store(now, Ordering::Release);
+    }
+}
+
+impl<F> Body for Watched<F>
 where
-    F: FnMut(Seen) + Unpin,
+    F: FnMut() + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -285,14 +271,11 @@ where
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(_))) => {
-                (this.check)(Seen::Frame);
-                if this.inner.is_end_stream() {
-                    (this.check)(Seen::End);
-                }
-            }
-            Poll::Ready(None) => (this.check)(Seen::End),
-            Poll::Pending => (this.check)(Seen::Pending),
+            // The end is seen either after the last frame or as the last poll.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.set(ENDED),
+            Poll::Ready(Some(Ok(_))) => this.set(HANDED_ON),
+            Poll::Ready(None) => this.set(ENDED),
+            Poll::Pending => this.set(WAITING),
             Poll::Ready(Some(Err(_))) => {}
         }
         polled
