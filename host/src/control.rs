@@ -15,7 +15,7 @@ use crate::gateway::{Source, load_config};
 use crate::policy::PolicyEnv;
 use crate::proxy::Shared;
 use crate::snapshot::Snapshot;
-use crate::state::{Db, Managed, PluginVersion};
+use crate::state::{Db, Managed, ManagedPlugin, PluginVersion};
 
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -122,21 +122,11 @@ pub fn compose(
         let Some(v) = p.active_version() else {
             continue;
         };
-        if let Err(why) = check_trusted(trusted_keys, name, v) {
-            issues.push(Issue::new(at, why));
-            continue;
-        }
-        let mut settings = p.settings.clone();
-        let path = plugins.join(format!("{}.wasm", v.digest));
-        settings.insert("path".into(), path.display().to_string().into());
-        if !settings.contains_key("version") {
-            settings.insert("version".into(), v.version.to_string().into());
-        }
-        match serde_json::from_value::<config::Plugin>(settings.into()) {
+        match version_entry(name, p, v, plugins, trusted_keys, false) {
             Ok(plugin) => {
                 out.plugins.insert(name.clone(), plugin);
             }
-            Err(e) => issues.push(Issue::new(at, e.to_string())),
+            Err(why) => issues.push(Issue::new(at, why)),
         }
     }
     pin_versions(&mut out, managed, plugins, trusted_keys, &mut issues);
@@ -174,6 +164,26 @@ fn check_trusted(trusted_keys: &[String], name: &str, v: &PluginVersion) -> Resu
          used: upload a signed version or roll back to one",
         v.version
     ))
+}
+
+/// The `[plugins]` entry of version `v` of the uploaded plugin `name`, if it may be used
+/// (see [`check_trusted`]). `pinned` names the version whatever the stored settings say.
+fn version_entry(
+    name: &str,
+    m: &ManagedPlugin,
+    v: &PluginVersion,
+    plugins: &Path,
+    trusted_keys: &[String],
+    pinned: bool,
+) -> Result<config::Plugin, String> {
+    check_trusted(trusted_keys, name, v)?;
+    let mut settings = m.settings.clone();
+    let path = plugins.join(format!("{}.wasm", v.digest));
+    settings.insert("path".into(), path.display().to_string().into());
+    if pinned || !settings.contains_key("version") {
+        settings.insert("version".into(), v.version.to_string().into());
+    }
+    serde_json::from_value::<config::Plugin>(settings.into()).map_err(|e| e.to_string())
 }
 
 /// Adds a plugin entry `name@ref` for every pinned reference a route makes.
@@ -220,19 +230,14 @@ fn pin_versions(
                 ));
                 continue;
             };
-            if let Err(why) = check_trusted(trusted_keys, name, v) {
-                issues.push(Issue::new(at, why));
+            if pinned.contains_key(&p.plugin) {
                 continue;
             }
-            let mut settings = m.settings.clone();
-            let path = plugins.join(format!("{}.wasm", v.digest));
-            settings.insert("path".into(), path.display().to_string().into());
-            settings.insert("version".into(), v.version.to_string().into());
-            match serde_json::from_value::<config::Plugin>(settings.into()) {
+            match version_entry(name, m, v, plugins, trusted_keys, true) {
                 Ok(plugin) => {
                     pinned.insert(p.plugin.clone(), plugin);
                 }
-                Err(e) => issues.push(Issue::new(at, e.to_string())),
+                Err(why) => issues.push(Issue::new(at, why)),
             }
         }
     }
